@@ -1,0 +1,51 @@
+package event
+
+import "strings"
+
+// isoAlpha2 lists every officially assigned ISO 3166-1 alpha-2 code (249
+// codes). User-assigned codes (AA, QM–QZ, XA–XZ, ZZ; so also XK, which
+// some use for Kosovo) and exceptionally or transitionally reserved codes
+// (EU, UK, UN, ...) are deliberately absent: SPEC §2 admits only officially
+// assigned codes, so that a region in the ledger always names one country
+// or territory.
+const isoAlpha2 = "" +
+	"AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ " +
+	"BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ " +
+	"CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ " +
+	"DE DJ DK DM DO DZ " +
+	"EC EE EG EH ER ES ET " +
+	"FI FJ FK FM FO FR " +
+	"GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY " +
+	"HK HM HN HR HT HU " +
+	"ID IE IL IM IN IO IQ IR IS IT " +
+	"JE JM JO JP " +
+	"KE KG KH KI KM KN KP KR KW KY KZ " +
+	"LA LB LC LI LK LR LS LT LU LV LY " +
+	"MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ " +
+	"NA NC NE NF NG NI NL NO NP NR NU NZ " +
+	"OM " +
+	"PA PE PF PG PH PK PL PM PN PR PS PT PW PY " +
+	"QA " +
+	"RE RO RS RU RW " +
+	"SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ " +
+	"TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ " +
+	"UA UG UM US UY UZ " +
+	"VA VC VE VG VI VN VU " +
+	"WF WS " +
+	"YE YT " +
+	"ZA ZM ZW"
+
+// ValidRegion reports whether s is an officially assigned ISO 3166-1
+// alpha-2 code in upper case. CN is mainland China; HK, MO and TW have
+// codes of their own and are therefore outside it for transfer purposes.
+func ValidRegion(s string) bool {
+	if len(s) != 2 || s[0] < 'A' || s[0] > 'Z' || s[1] < 'A' || s[1] > 'Z' {
+		return false
+	}
+	// Two letters can only match isoAlpha2 at a code, never across the
+	// separating spaces, so a plain substring search is exact.
+	return strings.Contains(isoAlpha2, s)
+}
+
+// Regions returns every valid region code, sorted.
+func Regions() []string { return strings.Fields(isoAlpha2) }

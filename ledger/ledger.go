@@ -1,0 +1,315 @@
+// Package ledger is Custos's append-only privacy ledger on NATS JetStream.
+//
+// Every event a platform emits is validated (package event), decided by the
+// active Rego policy (package policy) against the state projected from every
+// event acknowledged before it (package state), stripped of personal values
+// (package pii) and appended to the JetStream stream LEDGER. A denied event
+// is not appended; a custos.decision.denied record is, in its place. An
+// integrator follows the stream, keeps the RFC 6962 Merkle tree (package
+// tree) and signs C2SP checkpoints with a Vault transit key (package
+// checkpoint) into LEDGER_CHECKPOINTS.
+//
+// Open starts it; Close stops it. Append is safe for concurrent use.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"custos.dev/ledger/checkpoint"
+	"custos.dev/ledger/keys"
+	"custos.dev/ledger/pii"
+	"custos.dev/ledger/policy"
+	"custos.dev/ledger/state"
+	"custos.dev/ledger/tree"
+)
+
+// Sentinel errors of the append path; the HTTP layer maps each to a status.
+var (
+	// ErrConflict: the same source+id was recorded with different content.
+	ErrConflict = errors.New("duplicate id with different content")
+	// ErrUnavailable: a dependency (NATS, Vault) cannot serve the append.
+	ErrUnavailable = errors.New("ledger unavailable")
+	// ErrIntegrity: the stream is not what the ledger wrote.
+	ErrIntegrity = errors.New("ledger integrity failure")
+	// ErrClosed: the ledger is shutting down.
+	ErrClosed = errors.New("ledger closed")
+)
+
+// DeniedError is returned when the policy blocked an event; Seq is the
+// sequence of the recorded denial.
+type DeniedError struct {
+	Decision policy.Decision
+	Seq      uint64
+}
+
+func (e *DeniedError) Error() string {
+	if len(e.Decision.Reasons) > 0 {
+		return "denied by policy: " + e.Decision.Reasons[0].Code
+	}
+	return "denied by policy"
+}
+
+// Options configure Open.
+type Options struct {
+	Conn   *nats.Conn
+	Keys   *keys.Client
+	Policy *policy.Engine
+	// Origin is the checkpoint origin line, e.g. "custos.example/ledger".
+	Origin string
+	Stream StreamOptions
+	// CheckpointInterval is how often the integrator signs a grown tree.
+	CheckpointInterval time.Duration
+	// KeyCacheTTL bounds how long subject keys are used without Vault
+	// confirming them, i.e. how long appends survive a Vault outage.
+	KeyCacheTTL time.Duration
+	// Integrate runs the checkpoint signer in this process.
+	Integrate bool
+	Clock     func() time.Time
+	Logger    *slog.Logger
+	Metrics   *Metrics
+}
+
+// Ledger is an open ledger.
+type Ledger struct {
+	opts    Options
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	cps     jetstream.Stream
+	keyring *pii.Keyring
+	sealed  *pii.Store
+	pseud   *pii.Pseudonymizer
+	signer  *checkpoint.Signer
+	view    *state.View
+	tree    *tree.Tree
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *Metrics
+
+	locks [256]sync.Mutex // per-subject serialization, striped
+
+	cpMu   sync.RWMutex
+	latest *checkpoint.Checkpoint
+	cpErr  error
+
+	inflight sync.WaitGroup
+	closeMu  sync.RWMutex
+	closed   bool
+	cancel   context.CancelFunc
+	done     sync.WaitGroup
+	failure  error
+	failed   chan struct{}
+	failMu   sync.Mutex
+}
+
+// Open connects the ledger to its streams, keys and policy, replays the
+// stream to rebuild the in-memory state and tree, and starts the follower
+// and (when asked) the integrator.
+func Open(ctx context.Context, o Options) (*Ledger, error) {
+	if o.Conn == nil || o.Keys == nil || o.Policy == nil {
+		return nil, errors.New("ledger: Conn, Keys and Policy are required")
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Origin == "" {
+		o.Origin = "custos.local/ledger"
+	}
+	if o.CheckpointInterval == 0 {
+		o.CheckpointInterval = time.Second
+	}
+	if o.KeyCacheTTL == 0 {
+		o.KeyCacheTTL = 15 * time.Minute
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	o.Stream = o.Stream.withDefaults()
+	js, err := jetstream.New(o.Conn)
+	if err != nil {
+		return nil, err
+	}
+	l := &Ledger{opts: o, js: js, log: o.Logger, now: o.Clock, metrics: o.Metrics, tree: tree.New(), failed: make(chan struct{})}
+	if l.stream, l.cps, err = EnsureStreams(ctx, js, o.Stream); err != nil {
+		return nil, err
+	}
+	keysKV, err := l.bucket(ctx, pii.KeysBucket)
+	if err != nil {
+		return nil, err
+	}
+	piiKV, err := l.bucket(ctx, pii.PIIBucket)
+	if err != nil {
+		return nil, err
+	}
+	piiStream, err := js.Stream(ctx, "KV_"+pii.PIIBucket)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := l.bucket(ctx, pii.MetaBucket)
+	if err != nil {
+		return nil, err
+	}
+	pkey, err := pseudonymKey(ctx, o.Keys, meta)
+	if err != nil {
+		return nil, fmt.Errorf("pseudonymization key: %w", err)
+	}
+	l.pseud = pii.NewPseudonymizer(pkey)
+	l.keyring = pii.NewKeyring(o.Keys, keysKV, o.KeyCacheTTL, o.Clock)
+	l.sealed = pii.NewStore(piiKV, piiStream)
+	if l.signer, err = checkpoint.NewSigner(ctx, o.Keys, checkpoint.DefaultKeyName, o.Origin); err != nil {
+		return nil, err
+	}
+	l.view = state.NewView(func(region string) bool {
+		return l.opts.Policy.Active().IsStorageRegion(region)
+	})
+
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	l.done.Add(1)
+	go l.follow(runCtx)
+	started := time.Now()
+	if err := l.waitApplied(ctx, info.State.LastSeq); err != nil {
+		cancel()
+		return nil, err
+	}
+	l.log.Info("ledger replayed", "events", info.State.LastSeq, "took", time.Since(started).Round(time.Millisecond))
+	if err := l.loadLatestCheckpoint(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	if o.Integrate {
+		l.done.Add(1)
+		go l.integrate(runCtx)
+	}
+	l.done.Add(1)
+	go l.reconcileErasures(runCtx)
+	return l, nil
+}
+
+func (l *Ledger) bucket(ctx context.Context, name string) (jetstream.KeyValue, error) {
+	kv, err := l.js.KeyValue(ctx, name)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: name, History: 1, Storage: jetstream.FileStorage,
+			Replicas: l.opts.Stream.Replicas, Placement: l.opts.Stream.Placement,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = l.js.KeyValue(ctx, name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", name, err)
+	}
+	return kv, nil
+}
+
+// waitApplied waits until the follower has applied seq, or has failed.
+func (l *Ledger) waitApplied(ctx context.Context, seq uint64) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-l.failed:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	err := l.view.WaitApplied(wctx, seq)
+	if ferr := l.err(); ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+// WaitApplied waits until the follower has folded every sequence up to
+// seq into the tree and the view.
+func (l *Ledger) WaitApplied(ctx context.Context, seq uint64) error { return l.waitApplied(ctx, seq) }
+
+func (l *Ledger) fail(err error) {
+	l.failMu.Lock()
+	if l.failure == nil {
+		l.failure = err
+		close(l.failed)
+		l.log.Error("ledger stopped following the stream", "err", err)
+	}
+	l.failMu.Unlock()
+}
+
+func (l *Ledger) err() error {
+	l.failMu.Lock()
+	defer l.failMu.Unlock()
+	return l.failure
+}
+
+// Close stops accepting appends, waits for those in flight, then stops the
+// follower and integrator.
+func (l *Ledger) Close(ctx context.Context) error {
+	l.closeMu.Lock()
+	l.closed = true
+	l.closeMu.Unlock()
+	waited := make(chan struct{})
+	go func() { l.inflight.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	l.cancel()
+	l.done.Wait()
+	return nil
+}
+
+// enter registers an append in flight; it fails once Close has begun.
+func (l *Ledger) enter() error {
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	l.inflight.Add(1)
+	return nil
+}
+
+// View is the live projection.
+func (l *Ledger) View() *state.View { return l.view }
+
+// Tree is the live Merkle tree.
+func (l *Ledger) Tree() *tree.Tree { return l.tree }
+
+// Pseudonym is the keyed pseudonym of a subject identifier.
+func (l *Ledger) Pseudonym(subject string) string { return l.pseud.Pseudonym(subject) }
+
+// Stream is the LEDGER stream handle.
+func (l *Ledger) Stream() jetstream.Stream { return l.stream }
+
+// JetStream is the JetStream context the ledger uses.
+func (l *Ledger) JetStream() jetstream.JetStream { return l.js }
+
+// VerifierKey is the checkpoint verifier key in note format.
+func (l *Ledger) VerifierKey() string { return l.signer.VerifierKey() }
+
+// Origin is the checkpoint origin.
+func (l *Ledger) Origin() string { return l.signer.Origin() }
+
+// Policy is the policy engine.
+func (l *Ledger) Policy() *policy.Engine { return l.opts.Policy }
+
+// Keys is the Vault client.
+func (l *Ledger) Keys() *keys.Client { return l.opts.Keys }
+
+// Now is the ledger's clock.
+func (l *Ledger) Now() time.Time { return l.now() }

@@ -1,0 +1,197 @@
+// Package pii keeps personal data out of the ledger stream.
+//
+// An event's personal values (collected and corrected fields, a birth date,
+// a guardian's reference, free-text request details and reasons) are split
+// from the rest of its data. The ledger record keeps, in their place, keyed
+// commitments HMAC-SHA256(K_c, path || 0 || value) where K_c is derived from
+// the subject's own data key; the values themselves are sealed with
+// AES-256-GCM under a key derived from the same data key and kept in a
+// deletable store. Destroying the subject's data key (see Keyring) makes both
+// the sealed values and the commitments meaningless, while the ledger's
+// bytes, hashes and proofs stay exactly as they were.
+package pii
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"custos.dev/ledger/event"
+)
+
+// Values are personal values by path ("fields.email", "birth_date",
+// "guardian.ref", "details", "reason", "subject").
+type Values map[string]json.RawMessage
+
+// Parts is an event's data split into what may be stored in clear and what
+// may not.
+type Parts struct {
+	// Data is the event's data with personal values removed; Commit puts
+	// commitments in their place.
+	Data map[string]any
+	// Personal holds the removed values.
+	Personal Values
+}
+
+// Split separates the personal values of e.Data.
+func Split(e *event.Event) (*Parts, error) {
+	raw, err := json.Marshal(e.Data)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	m := map[string]any{}
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	p := &Parts{Data: m, Personal: Values{}}
+	take := func(key string) {
+		if v, ok := m[key]; ok {
+			b, _ := json.Marshal(v)
+			p.Personal[key] = b
+			delete(m, key)
+		}
+	}
+	switch e.Type {
+	case "privacy.subject.registered":
+		if d, ok := e.Data.(*event.SubjectRegistered); ok && d.BirthDate != "" {
+			if bd, err := time.Parse("2006-01-02", d.BirthDate); err == nil {
+				m["age"] = json.Number(fmt.Sprint(AgeAt(bd, e.Time)))
+			}
+		}
+		take("birth_date")
+		p.takeGuardian(m)
+	case "privacy.consent.granted":
+		p.takeGuardian(m)
+	case "privacy.data.collected", "privacy.data.corrected":
+		if f, ok := m["fields"].(map[string]any); ok {
+			for name, v := range f {
+				b, _ := json.Marshal(v)
+				p.Personal["fields."+name] = b
+			}
+			delete(m, "fields")
+		}
+	case "privacy.rights.requested":
+		take("details")
+	case "privacy.rights.completed":
+		take("reason")
+	}
+	return p, nil
+}
+
+func (p *Parts) takeGuardian(m map[string]any) {
+	g, ok := m["guardian"].(map[string]any)
+	if !ok {
+		return
+	}
+	if ref, ok := g["ref"]; ok {
+		b, _ := json.Marshal(ref)
+		p.Personal["guardian.ref"] = b
+		delete(g, "ref")
+	}
+}
+
+// AgeAt is the age in whole years at t of someone born on birth.
+func AgeAt(birth, t time.Time) int {
+	t = t.UTC()
+	age := t.Year() - birth.Year()
+	if t.Month() < birth.Month() || (t.Month() == birth.Month() && t.Day() < birth.Day()) {
+		age--
+	}
+	if age < 0 {
+		return 0
+	}
+	return age
+}
+
+// PolicyData is the data a policy sees (docs/policy-input.md): field names
+// instead of fields, guardian as a presence flag, no personal values.
+func (p *Parts) PolicyData() map[string]any {
+	out := make(map[string]any, len(p.Data)+1)
+	for k, v := range p.Data {
+		out[k] = v
+	}
+	var fields []string
+	for path := range p.Personal {
+		if name, ok := strings.CutPrefix(path, "fields."); ok {
+			fields = append(fields, name)
+		}
+	}
+	if len(fields) > 0 {
+		sort.Strings(fields)
+		out["fields"] = fields
+	}
+	if _, ok := p.Data["guardian"]; ok {
+		out["guardian"] = true
+	}
+	return out
+}
+
+// Committed returns the record data: Data with a commitment in place of
+// every personal value.
+func (p *Parts) Committed(k *SubjectKey) map[string]any {
+	out := make(map[string]any, len(p.Data)+2)
+	for key, v := range p.Data {
+		out[key] = v
+	}
+	if g, ok := p.Data["guardian"].(map[string]any); ok {
+		cp := make(map[string]any, len(g)+1)
+		for key, v := range g {
+			cp[key] = v
+		}
+		out["guardian"] = cp
+	}
+	fields := map[string]string{}
+	for path, v := range p.Personal {
+		c := k.Commit(path, v)
+		switch {
+		case strings.HasPrefix(path, "fields."):
+			fields[strings.TrimPrefix(path, "fields.")] = c
+		case path == "guardian.ref":
+			out["guardian"].(map[string]any)["ref"] = c
+		default:
+			out[path] = c
+		}
+	}
+	if len(fields) > 0 {
+		out["fields"] = fields
+	}
+	return out
+}
+
+// Pseudonymizer derives keyed pseudonyms and MACs with Custos's
+// pseudonymization key.
+type Pseudonymizer struct{ key []byte }
+
+// NewPseudonymizer uses key (32 bytes) for every pseudonym.
+func NewPseudonymizer(key []byte) *Pseudonymizer {
+	return &Pseudonymizer{key: append([]byte(nil), key...)}
+}
+
+var b32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// Pseudonym is the subject's stable token in NATS subjects, records and key
+// names: 128 bits of HMAC-SHA256, base32.
+func (p *Pseudonymizer) Pseudonym(subject string) string {
+	m := hmac.New(sha256.New, p.key)
+	m.Write([]byte("custos/pseudonym/v1\x00"))
+	m.Write([]byte(subject))
+	return b32.EncodeToString(m.Sum(nil)[:16])
+}
+
+// MAC is a keyed digest of b under a domain label.
+func (p *Pseudonymizer) MAC(label string, b []byte) string {
+	m := hmac.New(sha256.New, p.key)
+	m.Write([]byte(label))
+	m.Write([]byte{0})
+	m.Write(b)
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}

@@ -1,0 +1,50 @@
+package policy
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+)
+
+// BenchmarkDecide decides a transfer to Singapore by a subject holding five
+// consents, and reports the latency distribution (target: p99 ≤ 100 µs).
+func BenchmarkDecide(b *testing.B) {
+	s := realSet(b)
+	in := transferInput(nil, sgConsent("c-1"))
+	if n := len(in.Subject.Consents); n != 5 {
+		b.Fatalf("%d consents", n)
+	}
+	ctx := context.Background()
+	if d := s.Decide(ctx, in); !d.Allow {
+		b.Fatalf("denied: %v", d.Reasons)
+	}
+	latencies := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		start := time.Now()
+		d := s.Decide(ctx, in)
+		latencies = append(latencies, time.Since(start))
+		if !d.Allow {
+			b.Fatal("denied")
+		}
+	}
+	b.StopTimer()
+	slices.Sort(latencies)
+	at := func(q float64) float64 {
+		return float64(latencies[int(q*float64(len(latencies)-1))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(at(0.50), "p50-µs")
+	b.ReportMetric(at(0.99), "p99-µs")
+}
+
+func BenchmarkInputValue(b *testing.B) {
+	in := transferInput(nil, sgConsent("c-1"))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := inputValue(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

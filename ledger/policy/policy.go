@@ -1,0 +1,301 @@
+// Package policy decides events with a Rego policy set, as SPEC §3 requires:
+// every event is evaluated by the active set before it is appended. It loads a
+// set (Rego rules, their tests, and data), refuses one that does not compile
+// strictly or whose tests fail, evaluates data.custos.decision.decision
+// against the input of docs/policy-input.md, and hot-reloads a watched
+// directory. The built-in set and its rules are described in docs/policies.md.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"sync/atomic"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+// ErrInvalidPolicy is returned for a set that cannot be used: unreadable,
+// not strict-clean, without a decision rule, or with failing tests.
+var ErrInvalidPolicy = errors.New("invalid policy set")
+
+// CodePolicyError is the reason code of a decision the policy could not make.
+const CodePolicyError = "POLICY_ERROR"
+
+// decisionQuery is what every event is decided by (docs/policy-input.md).
+const decisionQuery = "data.custos.decision.decision"
+
+// Set is a compiled and tested policy set. It is immutable and safe for
+// concurrent use.
+type Set struct {
+	revision string
+	query    rego.PreparedEvalQuery
+	config   map[string]any
+	rights   rightsTable
+}
+
+// Load reads the set in fsys (see readFiles for which files count), compiles
+// its Rego strictly, loads its data, runs its Rego tests and prepares the
+// decision query. A set that fails any of this is refused with an error
+// wrapping ErrInvalidPolicy.
+func Load(ctx context.Context, fsys fs.FS) (*Set, error) {
+	files, err := readFiles(fsys)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading the set: %w", ErrInvalidPolicy, err)
+	}
+	c, err := compile(files)
+	if err != nil {
+		return nil, err
+	}
+
+	report, err := runTests(ctx, c, false)
+	if err != nil {
+		return nil, fmt.Errorf("%w: running the tests: %w", ErrInvalidPolicy, err)
+	}
+	if len(report.Failed) > 0 {
+		names := make([]string, len(report.Failed))
+		for i, f := range report.Failed {
+			names[i] = f.Name
+		}
+		return nil, fmt.Errorf("%w: %d of %d tests failed: %s", ErrInvalidPolicy,
+			len(report.Failed), len(report.Failed)+len(report.Passed), strings.Join(names, ", "))
+	}
+
+	query, err := rego.New(
+		rego.Query(decisionQuery),
+		rego.Compiler(c.compiler),
+		rego.Store(inmem.NewFromASTObject(c.dataValue())),
+		// A built-in that fails (a malformed time, say) must deny with
+		// POLICY_ERROR, not leave a deny rule silently undefined.
+		rego.StrictBuiltinErrors(true),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: preparing the decision query: %w", ErrInvalidPolicy, err)
+	}
+
+	config, _ := lookup(c.data, "custos", "config").(map[string]any)
+	rights, err := parseRights(config["rights"])
+	if err != nil {
+		return nil, fmt.Errorf("%w: data.custos.config.rights: %w", ErrInvalidPolicy, err)
+	}
+	return &Set{
+		revision: revision(files),
+		query:    query,
+		config:   config,
+		rights:   rights,
+	}, nil
+}
+
+// compiled is a parsed and strictly compiled set.
+type compiled struct {
+	files    []file
+	modules  map[string]*ast.Module
+	data     map[string]any
+	compiler *ast.Compiler
+}
+
+func compile(files []file) (*compiled, error) {
+	modules, err := parseModules(files)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
+	}
+	data, err := loadData(files)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
+	}
+	c := newCompiler()
+	if c.Compile(modules); c.Failed() {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, c.Errors)
+	}
+	if len(c.GetRules(ast.MustParseRef(decisionQuery))) == 0 {
+		return nil, fmt.Errorf("%w: no rule %s", ErrInvalidPolicy, decisionQuery)
+	}
+	return &compiled{files: files, modules: modules, data: data, compiler: c}, nil
+}
+
+func newCompiler() *ast.Compiler {
+	return ast.NewCompiler().
+		WithStrict(true).
+		WithCapabilities(ast.CapabilitiesForThisVersion()).
+		WithDefaultRegoVersion(ast.RegoV1)
+}
+
+// dataValue is the data document as an AST object, so evaluation reads it
+// without converting it on every decision.
+func (c *compiled) dataValue() ast.Object {
+	v, err := ast.InterfaceToValue(c.data)
+	if err != nil {
+		// util.Unmarshal produced the data, so it is always convertible.
+		panic(fmt.Sprintf("policy data not convertible: %v", err))
+	}
+	return v.(ast.Object)
+}
+
+func lookup(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+// Revision identifies the set by its content: "sha256:" and the hex SHA-256
+// over its files' paths and contents, in path order.
+func (s *Set) Revision() string { return s.revision }
+
+// Config returns a copy of data.custos.config, the set's tunable facts
+// (docs/policies.md). Numbers are json.Number.
+func (s *Set) Config() map[string]any {
+	if s.config == nil {
+		return map[string]any{}
+	}
+	return deepCopy(s.config).(map[string]any)
+}
+
+func deepCopy(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = deepCopy(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = deepCopy(e)
+		}
+		return out
+	}
+	return v
+}
+
+// Decide evaluates the set against in. It never fails: an evaluation error or
+// a result that is not a well-formed decision is a deny with POLICY_ERROR.
+// The returned decision carries the set's revision.
+func (s *Set) Decide(ctx context.Context, in *Input) Decision {
+	d := s.decide(ctx, in)
+	d.PolicyRevision = s.revision
+	return d
+}
+
+func (s *Set) decide(ctx context.Context, in *Input) Decision {
+	if in == nil {
+		return policyError("no input")
+	}
+	v, err := inputValue(in)
+	if err != nil {
+		return policyError("the input cannot be given to the policy")
+	}
+	rs, err := s.query.Eval(ctx, rego.EvalParsedInput(v))
+	if err != nil {
+		return policyError(describeEvalError(err))
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return policyError(decisionQuery + " is undefined")
+	}
+	d, err := decisionFrom(rs[0].Expressions[0].Value)
+	if err != nil {
+		return policyError("malformed decision: " + err.Error())
+	}
+	return d
+}
+
+// describeEvalError names the kind and place of an evaluation error but not
+// its message, which may quote input values.
+func describeEvalError(err error) string {
+	var te *topdown.Error
+	if errors.As(err, &te) {
+		msg := "policy evaluation failed: " + te.Code
+		if te.Location != nil {
+			msg += " at " + te.Location.String()
+		}
+		return msg
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return "policy evaluation cancelled"
+	}
+	return "policy evaluation failed"
+}
+
+func policyError(message string) Decision {
+	return Decision{
+		Allow:       false,
+		Reasons:     []Reason{{Code: CodePolicyError, Message: message}},
+		Obligations: []any{},
+	}
+}
+
+// decisionFrom checks the shape docs/policy-input.md requires of a result.
+func decisionFrom(v any) (Decision, error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return Decision{}, errors.New("not an object")
+	}
+	allow, ok := obj["allow"].(bool)
+	if !ok {
+		return Decision{}, errors.New("allow is not a boolean")
+	}
+	d := Decision{Allow: allow, Reasons: []Reason{}, Obligations: []any{}}
+	if raw, present := obj["reasons"]; present {
+		list, ok := raw.([]any)
+		if !ok {
+			return Decision{}, errors.New("reasons is not an array")
+		}
+		for _, r := range list {
+			m, ok := r.(map[string]any)
+			if !ok {
+				return Decision{}, errors.New("a reason is not an object")
+			}
+			code, _ := m["code"].(string)
+			msg, _ := m["message"].(string)
+			if code == "" {
+				return Decision{}, errors.New("a reason has no code")
+			}
+			d.Reasons = append(d.Reasons, Reason{Code: code, Message: msg})
+		}
+	}
+	if raw, present := obj["obligations"]; present {
+		list, ok := raw.([]any)
+		if !ok {
+			return Decision{}, errors.New("obligations is not an array")
+		}
+		d.Obligations = list
+	}
+	if allow && len(d.Reasons) > 0 {
+		return Decision{}, errors.New("an allowing decision has reasons")
+	}
+	return d, nil
+}
+
+// Engine holds the active set; decisions use whichever set is active when
+// they start, and a swap never blocks them.
+type Engine struct {
+	active atomic.Pointer[Set]
+}
+
+// NewEngine returns an engine whose active set is initial.
+func NewEngine(initial *Set) *Engine {
+	e := &Engine{}
+	e.active.Store(initial)
+	return e
+}
+
+// Active returns the active set.
+func (e *Engine) Active() *Set { return e.active.Load() }
+
+// Swap makes s the active set.
+func (e *Engine) Swap(s *Set) { e.active.Store(s) }
+
+// Decide decides in with the active set.
+func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
+	return e.Active().Decide(ctx, in)
+}

@@ -1,0 +1,161 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"custos.dev/ledger/record"
+	"custos.dev/ledger/verify"
+)
+
+// Reader reads the ledger streams and nothing else: it needs only the
+// auditor's NATS permissions, so verifiers can use it without Custos.
+type Reader struct {
+	js jetstream.JetStream
+}
+
+// NewReader reads through js.
+func NewReader(js jetstream.JetStream) *Reader { return &Reader{js: js} }
+
+// Filter selects records for replay. Zero fields do not filter.
+type Filter struct {
+	Pseudonym string    // one data subject
+	Type      string    // one event type
+	Since     time.Time // event time at or after
+	Until     time.Time // event time before
+	FromSeq   uint64
+	ToSeq     uint64
+}
+
+// Entry is one stored record.
+type Entry struct {
+	Seq     uint64
+	Subject string // NATS subject
+	Body    []byte // exactly as stored
+	Record  *record.Record
+}
+
+func (f Filter) natsSubject() string {
+	switch {
+	case f.Pseudonym != "" && f.Type != "":
+		return SubjectFor(f.Pseudonym, f.Type)
+	case f.Pseudonym != "":
+		return SubjectFilter(f.Pseudonym)
+	case f.Type != "":
+		return TypeFilter(f.Type)
+	}
+	return ""
+}
+
+// Replay calls fn for every record matching f, in sequence order, up to the
+// stream's last sequence when Replay began. Records that do not parse are
+// passed with a nil Record so verifiers can report them.
+func (r *Reader) Replay(ctx context.Context, f Filter, fn func(Entry) error) error {
+	s, err := r.js.Stream(ctx, StreamName)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return replayStream(ctx, s, f, fn)
+}
+
+// Checkpoints calls fn for every stored checkpoint note in order.
+func (r *Reader) Checkpoints(ctx context.Context, fn func(seq uint64, note []byte) error) error {
+	s, err := r.js.Stream(ctx, CheckpointStreamName)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return replayStream(ctx, s, Filter{}, func(e Entry) error { return fn(e.Seq, e.Body) })
+}
+
+// LastSeq is the stream's last sequence.
+func (r *Reader) LastSeq(ctx context.Context) (uint64, error) {
+	s, err := r.js.Stream(ctx, StreamName)
+	if err != nil {
+		return 0, err
+	}
+	return s.CachedInfo().State.LastSeq, nil
+}
+
+func replayStream(ctx context.Context, s jetstream.Stream, f Filter, fn func(Entry) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if subj := f.natsSubject(); subj != "" {
+		cfg.FilterSubjects = []string{subj}
+	}
+	if f.FromSeq > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.FromSeq
+	}
+	cons, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	pending := info.NumPending
+	if pending == 0 {
+		return nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for ; pending > 0; pending-- {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		seq := md.Sequence.Stream
+		if f.ToSeq > 0 && seq > f.ToSeq {
+			return nil
+		}
+		e := Entry{Seq: seq, Subject: msg.Subject(), Body: msg.Data()}
+		if rec, err := record.Unmarshal(e.Body); err == nil {
+			e.Record = rec
+			if t := rec.EventTime(); (!f.Since.IsZero() && t.Before(f.Since)) || (!f.Until.IsZero() && !t.Before(f.Until)) {
+				continue
+			}
+		} else if !f.Since.IsZero() || !f.Until.IsZero() {
+			// A record without a readable time cannot be time-filtered;
+			// pass it so that it is seen rather than silently dropped.
+			e.Record = nil
+		}
+		if err := fn(e); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// ErrStop, returned by a Replay callback, ends the replay without error.
+var ErrStop = errors.New("stop replay")
+
+// Source adapts the reader to verify.Source.
+func (r *Reader) Source() verify.Source { return readerSource{r} }
+
+type readerSource struct{ r *Reader }
+
+func (s readerSource) Events(ctx context.Context, fn func(seq uint64, body []byte) error) error {
+	return s.r.Replay(ctx, Filter{}, func(e Entry) error { return fn(e.Seq, e.Body) })
+}
+
+func (s readerSource) Checkpoints(ctx context.Context, fn func(note []byte) error) error {
+	return s.r.Checkpoints(ctx, func(_ uint64, note []byte) error { return fn(note) })
+}

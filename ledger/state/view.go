@@ -1,0 +1,291 @@
+package state
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"custos.dev/ledger/event"
+	"custos.dev/ledger/policy"
+	"custos.dev/ledger/record"
+)
+
+// IDEntry is what the ledger recorded for a source+id.
+type IDEntry struct {
+	Seq        uint64
+	ContentMAC string
+	LeafHash   [32]byte
+	Decision   *policy.Decision
+}
+
+// RegisterEntry is one line of the transfer register: a cross-border
+// transfer (or storage or sharing abroad) that was recorded, or an attempt
+// that was blocked.
+type RegisterEntry struct {
+	Seq            uint64    `json:"seq"`
+	Time           time.Time `json:"time"`
+	Subject        string    `json:"subject"`
+	Kind           string    `json:"kind"` // the attempted event type
+	TransferID     string    `json:"transfer_id,omitempty"`
+	Recipient      string    `json:"recipient,omitempty"`
+	From           string    `json:"from_region,omitempty"`
+	To             string    `json:"to_region"`
+	Mechanism      string    `json:"mechanism,omitempty"`
+	Categories     []string  `json:"categories"`
+	Purpose        string    `json:"purpose,omitempty"`
+	Allowed        bool      `json:"allowed"`
+	Reasons        []string  `json:"reasons"`
+	PolicyRevision string    `json:"policy_revision"`
+}
+
+// View is the live projection of the whole ledger. It is safe for
+// concurrent use.
+type View struct {
+	mu       sync.RWMutex
+	changed  *sync.Cond
+	applied  uint64
+	subjects map[string]*Subject
+	notices  []policy.NoticeVersion
+	ids      map[string]IDEntry
+	register []RegisterEntry
+	domestic func(region string) bool
+	// policyRev is the revision named by the last custos.policy.activated.
+	policyRev string
+}
+
+// NewView returns an empty view. domestic tells which regions are inside
+// the ledger's home jurisdiction, for the transfer register.
+func NewView(domestic func(region string) bool) *View {
+	v := &View{subjects: map[string]*Subject{}, ids: map[string]IDEntry{}, notices: []policy.NoticeVersion{}, domestic: domestic}
+	v.changed = sync.NewCond(v.mu.RLocker())
+	return v
+}
+
+// IDKey is the index key of a source+id, also used as Nats-Msg-Id.
+func IDKey(source, id string) string {
+	h := sha256.Sum256([]byte(source + "\x00" + id))
+	return hex.EncodeToString(h[:16])
+}
+
+// Apply folds the record at seq into the view; the follower calls it for
+// every record in sequence order.
+func (v *View) Apply(seq uint64, pseudonym string, leaf [32]byte, r *record.Record) error {
+	return v.apply(seq, pseudonym, leaf, r, false)
+}
+
+// ApplyLocal folds a record this process has just appended into its
+// subject's state at once, so that the next decision about the subject sees
+// it (read-your-writes) before the follower reaches it. The follower's later
+// Apply of the same record changes nothing twice.
+func (v *View) ApplyLocal(seq uint64, pseudonym string, leaf [32]byte, r *record.Record) error {
+	return v.apply(seq, pseudonym, leaf, r, true)
+}
+
+func (v *View) apply(seq uint64, pseudonym string, leaf [32]byte, r *record.Record, local bool) error {
+	v.mu.Lock()
+	defer func() {
+		v.mu.Unlock()
+		v.changed.Broadcast()
+	}()
+	if r.Type != record.TypeDenied {
+		k := IDKey(r.Source, r.ID)
+		if _, seen := v.ids[k]; !seen {
+			v.ids[k] = IDEntry{Seq: seq, ContentMAC: r.ContentMAC, LeafHash: leaf, Decision: r.Decision}
+		}
+	}
+	inOrder := !local && seq > v.applied
+	if r.Type == "privacy.notice.published" && inOrder {
+		var d event.NoticePublished
+		if err := r.DecodeData(&d); err != nil {
+			return err
+		}
+		v.notices = append(v.notices, policy.NoticeVersion{Version: d.Version, Effective: d.Effective})
+	}
+	if r.Type == record.TypePolicyActivated && inOrder {
+		var d record.PolicyActivated
+		if err := r.DecodeData(&d); err != nil {
+			return err
+		}
+		v.policyRev = d.Revision
+	}
+	if pseudonym != "" {
+		s := v.subjects[pseudonym]
+		if s == nil {
+			s = NewSubject(pseudonym)
+			v.subjects[pseudonym] = s
+		}
+		if inOrder {
+			v.addToRegister(seq, pseudonym, r)
+		}
+		if err := s.Apply(seq, r); err != nil {
+			return err
+		}
+	}
+	if inOrder {
+		v.applied = seq
+	}
+	return nil
+}
+
+// MarkApplied records that every sequence up to seq has been seen, also
+// those that changed nothing here.
+func (v *View) MarkApplied(seq uint64) {
+	v.mu.Lock()
+	if seq > v.applied {
+		v.applied = seq
+	}
+	v.mu.Unlock()
+	v.changed.Broadcast()
+}
+
+func (v *View) addToRegister(seq uint64, pseudonym string, r *record.Record) {
+	e := RegisterEntry{Seq: seq, Time: r.EventTime(), Subject: pseudonym, Allowed: true, Reasons: []string{}}
+	data := r.Data
+	typ := r.Type
+	var dec *policy.Decision = r.Decision
+	if r.Type == record.TypeDenied {
+		var d record.Denied
+		if err := r.DecodeData(&d); err != nil {
+			return
+		}
+		data, typ, dec, e.Allowed = d.Attempted, d.Type, &d.Decision, false
+	}
+	e.Kind = typ
+	if dec != nil {
+		e.PolicyRevision = dec.PolicyRevision
+		for _, rs := range dec.Reasons {
+			e.Reasons = append(e.Reasons, rs.Code)
+		}
+	}
+	switch typ {
+	case "privacy.data.transferred":
+		var d event.DataTransferred
+		if json.Unmarshal(data, &d) != nil {
+			return
+		}
+		e.TransferID, e.Recipient, e.From, e.To, e.Mechanism, e.Categories, e.Purpose = d.TransferID, d.Recipient, d.FromRegion, d.ToRegion, d.Mechanism, d.Categories, d.Purpose
+	case "privacy.data.shared":
+		var d event.DataShared
+		if json.Unmarshal(data, &d) != nil || v.domestic(d.Region) {
+			return
+		}
+		e.Recipient, e.To, e.Categories, e.Purpose = d.Recipient, d.Region, d.Categories, d.Purpose
+	case "privacy.data.collected":
+		var d event.DataCollected
+		if json.Unmarshal(data, &d) != nil || v.domestic(d.StorageRegion) {
+			return
+		}
+		e.To, e.Categories, e.Purpose = d.StorageRegion, d.Categories, d.Purpose
+	default:
+		return
+	}
+	v.register = append(v.register, e)
+}
+
+// Applied is the highest sequence applied.
+func (v *View) Applied() uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.applied
+}
+
+// WaitApplied blocks until every sequence up to seq has been applied or ctx
+// is done.
+func (v *View) WaitApplied(ctx context.Context, seq uint64) error {
+	stop := context.AfterFunc(ctx, func() {
+		v.mu.RLock()
+		v.changed.Broadcast()
+		v.mu.RUnlock()
+	})
+	defer stop()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for v.applied < seq {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		v.changed.Wait()
+	}
+	return nil
+}
+
+// Lookup finds what was recorded for a source+id key.
+func (v *View) Lookup(key string) (IDEntry, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	e, ok := v.ids[key]
+	return e, ok
+}
+
+// PolicySubject is a subject's state for a decision at now.
+func (v *View) PolicySubject(pseudonym string, now time.Time) policy.SubjectState {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	s := v.subjects[pseudonym]
+	if s == nil {
+		return NewSubject(pseudonym).PolicyState(now)
+	}
+	return s.PolicyState(now)
+}
+
+// Subject returns a copy of a subject's state, or nil.
+func (v *View) Subject(pseudonym string) *Subject {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	s := v.subjects[pseudonym]
+	if s == nil {
+		return nil
+	}
+	return s.Clone()
+}
+
+// Notices is the notice history.
+func (v *View) Notices() policy.Notices {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	n := policy.Notices{Versions: append([]policy.NoticeVersion{}, v.notices...)}
+	if len(n.Versions) > 0 {
+		n.Current = n.Versions[len(n.Versions)-1].Version
+	}
+	return n
+}
+
+// Register returns the transfer register entries matching keep.
+func (v *View) Register(keep func(*RegisterEntry) bool) []RegisterEntry {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := []RegisterEntry{}
+	for i := range v.register {
+		if keep(&v.register[i]) {
+			out = append(out, v.register[i])
+		}
+	}
+	return out
+}
+
+// EachSubject calls fn for a copy-free read of every subject under the read
+// lock; fn must not call back into the view.
+func (v *View) EachSubject(fn func(*Subject)) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, s := range v.subjects {
+		fn(s)
+	}
+}
+
+// Subjects is the number of subjects known.
+func (v *View) Subjects() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.subjects)
+}
+
+// PolicyRevision is the revision of the last recorded policy activation.
+func (v *View) PolicyRevision() string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.policyRev
+}

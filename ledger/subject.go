@@ -1,0 +1,99 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"custos.dev/ledger/pii"
+	"custos.dev/ledger/state"
+)
+
+// SubjectAt rebuilds a subject's state from the ledger as of at (the zero
+// time: everything). It reads only that subject's records, through the
+// stream's subject index, so its cost does not grow with the ledger.
+func (l *Ledger) SubjectAt(ctx context.Context, p string, at time.Time) (*state.Subject, error) {
+	f := Filter{Pseudonym: p}
+	if !at.IsZero() {
+		f.Until = at.Add(time.Nanosecond)
+	}
+	s := state.NewSubject(p)
+	err := NewReader(l.js).Replay(ctx, f, func(e Entry) error {
+		if e.Record == nil {
+			return ErrIntegrity
+		}
+		return s.Apply(e.Seq, e.Record)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ExportEvent is one event in a subject's export.
+type ExportEvent struct {
+	Seq      uint64          `json:"seq"`
+	Type     string          `json:"type"`
+	ID       string          `json:"id"`
+	Source   string          `json:"source"`
+	Time     string          `json:"time"`
+	Data     json.RawMessage `json:"data"`
+	Personal map[string]any  `json:"personal,omitempty"`
+	// Erased is set when the event's personal values were erased.
+	Erased bool `json:"erased,omitempty"`
+}
+
+// Export returns every event of a subject with its personal values opened
+// where they still exist, and the subject's current state.
+func (l *Ledger) Export(ctx context.Context, p string) ([]ExportEvent, *state.Subject, error) {
+	var out []ExportEvent
+	s := state.NewSubject(p)
+	keyGone := false
+	err := NewReader(l.js).Replay(ctx, Filter{Pseudonym: p}, func(e Entry) error {
+		if e.Record == nil {
+			return ErrIntegrity
+		}
+		r := e.Record
+		if err := s.Apply(e.Seq, r); err != nil {
+			return err
+		}
+		ev := ExportEvent{Seq: e.Seq, Type: r.Type, ID: r.ID, Source: r.Source, Time: r.Time, Data: r.Data}
+		if r.PII != "" {
+			switch vals, err := l.openIfKept(ctx, p, r.PII, &keyGone); {
+			case err != nil:
+				return err
+			case vals == nil:
+				ev.Erased = true
+			default:
+				ev.Personal = map[string]any{}
+				for k, v := range vals {
+					var x any
+					_ = json.Unmarshal(v, &x)
+					ev.Personal[k] = x
+				}
+			}
+		}
+		out = append(out, ev)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, s, nil
+}
+
+func (l *Ledger) openIfKept(ctx context.Context, p, ref string, keyGone *bool) (pii.Values, error) {
+	if *keyGone {
+		return nil, nil
+	}
+	vals, err := l.Personal(ctx, p, ref)
+	switch {
+	case errors.Is(err, pii.ErrErased), errors.Is(err, pii.ErrNoKey):
+		*keyGone = true
+		return nil, nil
+	case errors.Is(err, ErrNotFound):
+		return nil, nil
+	}
+	return vals, err
+}

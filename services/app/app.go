@@ -1,0 +1,423 @@
+// Package app assembles a running Custos: NATS (embedded or external), the
+// key service (Vault, or the embedded dev key server), the policy engine,
+// the ledger and the HTTP API. `custos serve` is a thin shell around Start;
+// tests start the very same thing in-process.
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"custos.dev/ledger"
+	"custos.dev/ledger/keys"
+	"custos.dev/ledger/keys/keyserver"
+	"custos.dev/ledger/policy"
+	"custos.dev/ledger/record"
+	"custos.dev/policies"
+	"custos.dev/services/auth"
+	"custos.dev/services/natsd"
+	"custos.dev/services/server"
+)
+
+// Config is everything `custos serve` takes.
+type Config struct {
+	DataDir            string
+	Listen             string
+	NATSURL            string // external NATS; empty: embedded
+	NATSCreds          string // file with {"url","user","password"} for external NATS
+	NATSListen         string
+	NoSync             bool
+	PoliciesDir        string // empty: the built-in set
+	PolicyPoll         time.Duration
+	VaultAddr          string // empty: embedded dev key server
+	VaultToken         string
+	VaultRoleID        string
+	VaultSecretID      string
+	CheckpointInterval time.Duration
+	RetentionInterval  time.Duration
+	KeyCacheTTL        time.Duration
+	Replicas           int
+	PlacementTags      []string
+	Origin             string
+	RatePerToken       float64
+	Clock              func() time.Time
+	Logger             *slog.Logger
+}
+
+// App is a running Custos.
+type App struct {
+	cfg        Config
+	log        *slog.Logger
+	nats       *natsd.Server
+	keysrv     *keyserver.Server
+	nc         *nats.Conn
+	Ledger     *ledger.Ledger
+	Tokens     *auth.Store
+	Keys       *keys.Client
+	Engine     *policy.Engine
+	Registry   *prometheus.Registry
+	httpSrv    *http.Server
+	ln         net.Listener
+	cancel     context.CancelFunc
+	bg         chan struct{}
+	policyErr  error
+	AdminToken string
+	URL        string // the API's base URL
+	NATSURL    string
+	VaultURL   string
+}
+
+func (c *Config) defaults() {
+	if c.DataDir == "" {
+		c.DataDir = "./custos-data"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.NATSListen == "" {
+		c.NATSListen = "127.0.0.1:4222"
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = time.Second
+	}
+	if c.RetentionInterval == 0 {
+		c.RetentionInterval = time.Minute
+	}
+	if c.PolicyPoll == 0 {
+		c.PolicyPoll = time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+}
+
+// Start brings Custos up and returns once the API is listening and the
+// ledger has been replayed. Close stops it.
+func Start(ctx context.Context, cfg Config) (a *App, err error) {
+	cfg.defaults()
+	a = &App{cfg: cfg, log: cfg.Logger, Registry: prometheus.NewRegistry(), bg: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			a.teardown()
+		}
+	}()
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := a.startNATS(); err != nil {
+		return nil, err
+	}
+	if err := a.startKeys(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.startPolicy(ctx); err != nil {
+		return nil, err
+	}
+	var placement *jetstream.Placement
+	if len(cfg.PlacementTags) > 0 {
+		placement = &jetstream.Placement{Tags: cfg.PlacementTags}
+	}
+	a.Ledger, err = ledger.Open(ctx, ledger.Options{
+		Conn: a.nc, Keys: a.Keys, Policy: a.Engine, Origin: cfg.Origin,
+		Stream:             ledger.StreamOptions{Replicas: cfg.Replicas, Placement: placement},
+		CheckpointInterval: cfg.CheckpointInterval, KeyCacheTTL: cfg.KeyCacheTTL,
+		Integrate: true, Clock: cfg.Clock, Logger: cfg.Logger, Metrics: ledger.NewMetrics(a.Registry),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	if err := natsd.WriteFileAtomic(filepath.Join(cfg.DataDir, "verifier.key"), []byte(a.Ledger.VerifierKey()+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	if err := a.recordActivation(ctx, "startup"); err != nil {
+		return nil, err
+	}
+	js, _ := jetstream.New(a.nc)
+	if a.Tokens, err = auth.Open(ctx, js, cfg.Replicas, cfg.Clock); err != nil {
+		return nil, err
+	}
+	if err := a.bootstrapAdmin(ctx); err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	go a.background(runCtx)
+	return a, a.startHTTP()
+}
+
+func (a *App) startNATS() error {
+	if a.cfg.NATSURL != "" {
+		opts := []nats.Option{nats.Name("custos"), nats.MaxReconnects(-1)}
+		if a.cfg.NATSCreds != "" {
+			c, err := readCreds(a.cfg.NATSCreds)
+			if err != nil {
+				return err
+			}
+			opts = append(opts, nats.UserInfo(c.User, c.Password))
+		}
+		nc, err := nats.Connect(a.cfg.NATSURL, opts...)
+		if err != nil {
+			return fmt.Errorf("nats %s: %w", a.cfg.NATSURL, err)
+		}
+		a.nc, a.NATSURL = nc, a.cfg.NATSURL
+		return nil
+	}
+	if a.cfg.NoSync {
+		a.log.Warn("fsync per message is OFF: acknowledged events can be lost on power failure")
+	}
+	srv, err := natsd.Start(natsd.Config{Dir: a.cfg.DataDir, Listen: a.cfg.NATSListen, NoSync: a.cfg.NoSync})
+	if err != nil {
+		return err
+	}
+	a.nats = srv
+	nc, err := srv.Custos.Connect("custos")
+	if err != nil {
+		return err
+	}
+	a.nc, a.NATSURL = nc, srv.URL()
+	a.log.Info("embedded NATS JetStream started", "url", srv.URL(), "store", filepath.Join(a.cfg.DataDir, "nats"),
+		"auditor_credentials", filepath.Join(a.cfg.DataDir, "nats-auditor.json"))
+	return nil
+}
+
+func (a *App) startKeys(ctx context.Context) error {
+	addr, token := a.cfg.VaultAddr, a.cfg.VaultToken
+	if addr == "" {
+		ks, err := keyserver.Open(filepath.Join(a.cfg.DataDir, "keys"), keyserver.WithLogger(a.log))
+		if err != nil {
+			return fmt.Errorf("dev key server: %w", err)
+		}
+		a.keysrv = ks
+		if addr, err = ks.ListenAndServe(ctx, "127.0.0.1:0"); err != nil {
+			return fmt.Errorf("dev key server: %w", err)
+		}
+		token = ks.RootToken()
+		a.log.Warn("using the embedded DEV key server (Vault transit API, not a Vault); set --vault-addr or VAULT_ADDR for production",
+			"addr", addr, "state", filepath.Join(a.cfg.DataDir, "keys"))
+	}
+	c, err := keys.New(keys.Config{Address: addr, Token: token, RoleID: a.cfg.VaultRoleID, SecretID: a.cfg.VaultSecretID})
+	if err != nil {
+		return err
+	}
+	if err := c.Login(ctx); err != nil {
+		return err
+	}
+	if err := c.Health(ctx); err != nil {
+		return fmt.Errorf("key service at %s: %w", addr, err)
+	}
+	a.Keys, a.VaultURL = c, addr
+	return nil
+}
+
+func (a *App) policyFS() fs.FS {
+	if a.cfg.PoliciesDir != "" {
+		return os.DirFS(a.cfg.PoliciesDir)
+	}
+	return policies.FS()
+}
+
+func (a *App) startPolicy(ctx context.Context) error {
+	set, err := policy.Load(ctx, a.policyFS())
+	if err != nil {
+		return fmt.Errorf("policies: %w", err)
+	}
+	a.Engine = policy.NewEngine(set)
+	a.log.Info("policy set active", "revision", set.Revision(), "dir", a.cfg.PoliciesDir)
+	return nil
+}
+
+// recordActivation appends custos.policy.activated when the active
+// revision is not the one the ledger last recorded.
+func (a *App) recordActivation(ctx context.Context, by string) error {
+	rev := a.Engine.Active().Revision()
+	prev := a.Ledger.View().PolicyRevision()
+	if prev == rev {
+		return nil
+	}
+	_, err := a.Ledger.AppendInternal(ctx, "", record.TypePolicyActivated, "policy-"+strings.TrimPrefix(rev, "sha256:")+"-after-"+strings.TrimPrefix(prev, "sha256:"),
+		record.PolicyActivated{Revision: rev, By: by, Previous: prev})
+	return err
+}
+
+func (a *App) bootstrapAdmin(ctx context.Context) error {
+	path := filepath.Join(a.cfg.DataDir, "admin.token")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		secret, err := auth.NewSecret()
+		if err != nil {
+			return err
+		}
+		if _, err := a.Tokens.Import(ctx, secret, auth.RoleAdmin); err != nil {
+			return err
+		}
+		if err := natsd.WriteFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
+			return err
+		}
+		a.AdminToken = secret
+		a.log.Info("admin token written", "path", path)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	a.AdminToken = strings.TrimSpace(string(b))
+	_, err = a.Tokens.Import(ctx, a.AdminToken, auth.RoleAdmin)
+	return err
+}
+
+func (a *App) startHTTP() error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	a.ln = ln
+	a.URL = "http://" + ln.Addr().String()
+	h := server.New(server.Config{
+		Ledger: a.Ledger, Tokens: a.Tokens, Logger: a.log, Registry: a.Registry,
+		RatePerToken: a.cfg.RatePerToken, Burst: int(a.cfg.RatePerToken * 2), Ready: a.ready,
+	})
+	a.httpSrv = server.HTTPServer(a.cfg.Listen, h)
+	go func() {
+		if err := a.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("http server", "err", err)
+		}
+	}()
+	a.log.Info("custos API listening", "url", a.URL)
+	return nil
+}
+
+func (a *App) ready(ctx context.Context) map[string]server.Check {
+	checks := map[string]server.Check{}
+	if a.nc.Status() == nats.CONNECTED {
+		checks["nats"] = server.Check{OK: true, Detail: a.NATSURL}
+	} else {
+		checks["nats"] = server.Check{OK: false, Detail: a.nc.Status().String()}
+	}
+	if err := a.Keys.Health(ctx); err != nil {
+		checks["keys"] = server.Check{OK: false, Detail: err.Error()}
+	} else {
+		checks["keys"] = server.Check{OK: true, Detail: a.VaultURL}
+	}
+	pc := server.Check{OK: true, Detail: a.Engine.Active().Revision()}
+	if a.policyErr != nil {
+		pc.Detail += "; last reload refused: " + a.policyErr.Error()
+	}
+	checks["policy"] = pc
+	cp := server.Check{OK: true}
+	if err := a.Ledger.CheckpointError(); err != nil {
+		cp = server.Check{OK: false, Detail: err.Error()}
+	} else if l := a.Ledger.Latest(); l != nil {
+		cp.Detail = fmt.Sprintf("tree size %d", l.Size)
+	}
+	checks["checkpoints"] = cp
+	return checks
+}
+
+// background runs the policy watcher and the retention worker.
+func (a *App) background(ctx context.Context) {
+	defer close(a.bg)
+	done := make(chan struct{})
+	if a.cfg.PoliciesDir != "" {
+		go func() {
+			defer close(done)
+			policy.Watch(ctx, a.cfg.PoliciesDir, a.cfg.PolicyPoll, func(s *policy.Set) {
+				a.Engine.Swap(s)
+				a.policyErr = nil
+				a.log.Info("policy set activated", "revision", s.Revision())
+				if err := a.recordActivation(ctx, "reload"); err != nil {
+					a.log.Error("record policy activation", "err", err)
+				}
+			}, func(err error) {
+				a.policyErr = err
+				a.log.Error("policy set refused; the active set stays", "err", err)
+			})
+		}()
+	} else {
+		close(done)
+	}
+	a.Ledger.RunRetention(ctx, a.cfg.RetentionInterval)
+	<-done
+}
+
+// Close shuts down gracefully: the API stops taking requests and finishes
+// those in flight, the ledger finishes appends, then NATS drains.
+func (a *App) Close(ctx context.Context) error {
+	if a.httpSrv != nil {
+		_ = a.httpSrv.Shutdown(ctx)
+	}
+	if a.cancel != nil {
+		a.cancel()
+		<-a.bg
+	}
+	return a.teardown()
+}
+
+func (a *App) teardown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if a.Ledger != nil {
+		_ = a.Ledger.Close(ctx)
+	}
+	if a.Tokens != nil {
+		a.Tokens.Close()
+	}
+	if a.nc != nil {
+		closed := make(chan struct{})
+		a.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if err := a.nc.Drain(); err != nil {
+			a.nc.Close()
+		}
+		select {
+		case <-closed:
+		case <-ctx.Done():
+			a.nc.Close()
+		}
+	}
+	if a.nats != nil {
+		a.nats.Shutdown()
+	}
+	if a.keysrv != nil {
+		_ = a.keysrv.Shutdown(ctx)
+	}
+	return nil
+}
+
+// NATSServer is the embedded NATS server, nil with --nats-url.
+func (a *App) NATSServer() *natsd.Server { return a.nats }
+
+// KeyServer is the embedded dev key server, nil with a real Vault.
+func (a *App) KeyServer() *keyserver.Server { return a.keysrv }
+
+// Conn is Custos's NATS connection.
+func (a *App) Conn() *nats.Conn { return a.nc }
+
+func readCreds(path string) (natsd.Credentials, error) {
+	var c natsd.Credentials
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	return c, json.Unmarshal(b, &c)
+}

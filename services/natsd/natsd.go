@@ -1,0 +1,224 @@
+// Package natsd runs the embedded NATS server of a single-machine Custos:
+// JetStream on disk with every message fsynced before it is acknowledged,
+// listening on loopback, always with authentication, and with two users:
+// Custos's own, which may append and read but never delete, purge or
+// weaken the ledger streams, and a read-only auditor (SPEC §4).
+package natsd
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Config of the embedded server.
+type Config struct {
+	// Dir is the Custos data directory; JetStream lives in Dir/nats.
+	Dir string
+	// Listen is host:port; port 0 picks a free one.
+	Listen string
+	// NoSync turns off fsync per message (dangerous: acknowledged events
+	// can be lost on power failure).
+	NoSync bool
+	// ServerName names the server (JetStream needs a stable name).
+	ServerName string
+}
+
+// Credentials are a NATS user's connection details, as written to
+// DATA/nats-auditor.json.
+type Credentials struct {
+	URL      string `json:"url"`
+	User     string `json:"user"`
+	Password string `json:"password"`
+}
+
+// Connect opens a connection with these credentials.
+func (c Credentials) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.UserInfo(c.User, c.Password), nats.Name(name), nats.MaxReconnects(-1)}, opts...)
+	return nats.Connect(c.URL, opts...)
+}
+
+// Server is a running embedded server.
+type Server struct {
+	ns      *server.Server
+	Custos  Credentials
+	Auditor Credentials
+}
+
+// Start starts the server and waits until it accepts connections.
+func Start(cfg Config) (*Server, error) {
+	custos, err := loadOrCreate(filepath.Join(cfg.Dir, "nats-custos.json"), "custos")
+	if err != nil {
+		return nil, err
+	}
+	auditor, err := loadOrCreate(filepath.Join(cfg.Dir, "nats-auditor.json"), "auditor")
+	if err != nil {
+		return nil, err
+	}
+	host, portS, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("nats listen address %q: %w", cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portS)
+	if err != nil {
+		return nil, fmt.Errorf("nats listen port %q: %w", portS, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	name := cfg.ServerName
+	if name == "" {
+		name = "custos-embedded"
+	}
+	opts := &server.Options{
+		ServerName:         name,
+		Host:               host,
+		Port:               port,
+		JetStream:          true,
+		StoreDir:           filepath.Join(cfg.Dir, "nats"),
+		SyncAlways:         !cfg.NoSync,
+		NoSigs:             true,
+		NoLog:              true,
+		MaxPayload:         8 << 20,
+		JetStreamMaxMemory: 256 << 20,
+		Users: []*server.User{
+			{Username: custos.User, Password: custos.Password, Permissions: CustosPermissions()},
+			{Username: auditor.User, Password: auditor.Password, Permissions: AuditorPermissions()},
+		},
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("nats server did not become ready in 30s")
+	}
+	url := ns.ClientURL()
+	custos.URL, auditor.URL = url, url
+	// Rewrite so the files always carry the address actually in use.
+	if err := writeCreds(filepath.Join(cfg.Dir, "nats-custos.json"), custos); err != nil {
+		ns.Shutdown()
+		return nil, err
+	}
+	if err := writeCreds(filepath.Join(cfg.Dir, "nats-auditor.json"), auditor); err != nil {
+		ns.Shutdown()
+		return nil, err
+	}
+	return &Server{ns: ns, Custos: custos, Auditor: auditor}, nil
+}
+
+// URL is the client URL.
+func (s *Server) URL() string { return s.ns.ClientURL() }
+
+// Shutdown stops the server and waits for it.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// CustosPermissions lets Custos append to the ledger and use the stream API
+// and its KV buckets, but never delete, purge or reconfigure the ledger
+// streams (DenyDelete/DenyPurge guard the same from the server side).
+func CustosPermissions() *server.Permissions {
+	var deny []string
+	for _, s := range []string{"LEDGER", "LEDGER_CHECKPOINTS"} {
+		deny = append(deny,
+			"$JS.API.STREAM.DELETE."+s, "$JS.API.STREAM.PURGE."+s, "$JS.API.STREAM.UPDATE."+s,
+			"$JS.API.STREAM.MSG.DELETE."+s, "$JS.API.STREAM.RESTORE."+s)
+	}
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{
+			Allow: []string{"ledger.>", "checkpoints.ledger", "$JS.API.>", "$KV.custos_subject_keys.>", "$KV.custos_pii.>", "$KV.custos_meta.>", "$KV.custos_tokens.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>", "custos.>"},
+			Deny:  deny,
+		},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "$KV.custos_tokens.>", "custos.>"}},
+	}
+}
+
+// AuditorPermissions let an auditor read LEDGER and LEDGER_CHECKPOINTS
+// (stream info, direct and message get, ephemeral ordered consumers) and
+// publish nothing to them.
+func AuditorPermissions() *server.Permissions {
+	var allow []string
+	for _, s := range []string{"LEDGER", "LEDGER_CHECKPOINTS"} {
+		allow = append(allow,
+			"$JS.API.STREAM.INFO."+s,
+			"$JS.API.STREAM.MSG.GET."+s,
+			"$JS.API.DIRECT.GET."+s, "$JS.API.DIRECT.GET."+s+".>",
+			"$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>",
+			"$JS.API.CONSUMER.INFO."+s+".>",
+			"$JS.API.CONSUMER.DELETE."+s+".>",
+			"$JS.API.CONSUMER.MSG.NEXT."+s+".>",
+		)
+	}
+	allow = append(allow, "$JS.API.INFO", "$JS.ACK.LEDGER.>", "$JS.ACK.LEDGER_CHECKPOINTS.>", "$JS.FC.>")
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: allow},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}
+}
+
+func loadOrCreate(path, user string) (Credentials, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		var c Credentials
+		if err := json.Unmarshal(b, &c); err != nil {
+			return c, fmt.Errorf("%s: %w", path, err)
+		}
+		return c, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return Credentials{}, err
+	}
+	secret := make([]byte, 24)
+	if _, err := rand.Read(secret); err != nil {
+		return Credentials{}, err
+	}
+	return Credentials{User: user, Password: hex.EncodeToString(secret)}, nil
+}
+
+func writeCreds(path string, c Credentials) error {
+	b, _ := json.MarshalIndent(c, "", "  ")
+	return WriteFileAtomic(path, append(b, '\n'), 0o600)
+}
+
+// WriteFileAtomic writes data to path through a synced temporary file, so a
+// crash leaves either the old file or the new one.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,226 @@
+// Package server is Custos's HTTP API (SPEC §5): event ingestion, decisions,
+// replay, proofs, subject state and export, the transfer register, rights,
+// tokens, health and metrics.
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+
+	"custos.dev/ledger"
+	"custos.dev/services/auth"
+)
+
+// MaxBody is the largest request body accepted (SPEC §2).
+const MaxBody = 1 << 20
+
+// Config wires a Server.
+type Config struct {
+	Ledger   *ledger.Ledger
+	Tokens   *auth.Store
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	// RatePerToken is the sustained requests per second per token; Burst
+	// its burst. Zero means 500/s with a burst of 1000.
+	RatePerToken float64
+	Burst        int
+	// Ready reports extra readiness checks (NATS, key service, policy).
+	Ready func(ctx context.Context) map[string]Check
+}
+
+// Check is one readiness check's result.
+type Check struct {
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Server serves the API.
+type Server struct {
+	cfg     Config
+	l       *ledger.Ledger
+	tokens  *auth.Store
+	log     *slog.Logger
+	metrics *metrics
+	mux     *http.ServeMux
+
+	limMu    sync.Mutex
+	limiters map[string]*rate.Limiter
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	errors   *prometheus.CounterVec
+	authFail *prometheus.CounterVec
+	overdue  prometheus.GaugeFunc
+}
+
+// New builds the API handler.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RatePerToken == 0 {
+		cfg.RatePerToken, cfg.Burst = 500, 1000
+	}
+	s := &Server{cfg: cfg, l: cfg.Ledger, tokens: cfg.Tokens, log: cfg.Logger, limiters: map[string]*rate.Limiter{}}
+	s.metrics = &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_http_requests_total", Help: "HTTP requests by route and status class."}, []string{"route", "status"}),
+		errors:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_http_errors_total", Help: "HTTP error answers by error code."}, []string{"code"}),
+		authFail: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_auth_failures_total", Help: "Refused authentications by kind (unauthorized, forbidden)."}, []string{"kind"}),
+	}
+	s.metrics.overdue = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custos_rights_requests_overdue", Help: "Open rights requests past their deadline."}, func() float64 {
+		return float64(len(s.rights("overdue")))
+	})
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(s.metrics.requests, s.metrics.errors, s.metrics.authFail, s.metrics.overdue)
+	}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	s.mux = m
+	m.Handle("POST /v1/events", s.authed(auth.RoleEmitter, s.handleEmit))
+	m.Handle("POST /v1/decisions", s.authed(auth.RoleEmitter, s.handleDecide))
+	m.Handle("GET /v1/events", s.authed(auth.RoleAuditor, s.handleReplay))
+	m.Handle("GET /v1/subjects/{subject}/state", s.authed(auth.RoleAuditor, s.handleState))
+	m.Handle("GET /v1/subjects/{subject}/export", s.authed(auth.RoleAdmin, s.handleExport))
+	m.Handle("GET /v1/transfers", s.authed(auth.RoleAuditor, s.handleTransfers))
+	m.Handle("GET /v1/rights", s.authed(auth.RoleAuditor, s.handleRights))
+	m.Handle("GET /v1/checkpoint", s.authed(auth.RoleAuditor, s.handleCheckpoint))
+	m.Handle("GET /v1/checkpoints", s.authed(auth.RoleAuditor, s.handleCheckpoints))
+	m.Handle("GET /v1/checkpoint/key", s.authed(auth.RoleAuditor, s.handleKey))
+	m.Handle("GET /v1/proofs/inclusion", s.authed(auth.RoleAuditor, s.handleInclusion))
+	m.Handle("GET /v1/proofs/inclusions", s.authed(auth.RoleAuditor, s.handleInclusions))
+	m.Handle("GET /v1/proofs/consistency", s.authed(auth.RoleAuditor, s.handleConsistency))
+	m.Handle("GET /v1/policy", s.authed(auth.RoleAuditor, s.handlePolicy))
+	m.Handle("POST /v1/tokens", s.authed(auth.RoleAdmin, s.handleTokenCreate))
+	m.Handle("GET /v1/tokens", s.authed(auth.RoleAdmin, s.handleTokenList))
+	m.Handle("DELETE /v1/tokens/{id}", s.authed(auth.RoleAdmin, s.handleTokenRevoke))
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	m.HandleFunc("GET /readyz", s.handleReady)
+	if s.cfg.Registry != nil {
+		m.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	}
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errorf(CodeNotFound, "no such endpoint"))
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	s.mux.ServeHTTP(sw, r)
+	_, pattern := s.mux.Handler(r)
+	if pattern == "" || pattern == "/" {
+		pattern = "other"
+	}
+	s.metrics.requests.WithLabelValues(pattern, classOf(sw.code)).Inc()
+}
+
+func classOf(code int) string {
+	return string(rune('0'+code/100)) + "xx"
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+type tokenKey struct{}
+
+// tokenFrom returns the authenticated token of a request.
+func tokenFrom(r *http.Request) *auth.Token {
+	t, _ := r.Context().Value(tokenKey{}).(*auth.Token)
+	return t
+}
+
+// authed checks the bearer token, the role and the token's rate limit.
+func (s *Server) authed(role string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secret, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		t, err := s.tokens.Check(strings.TrimSpace(secret))
+		if err != nil {
+			s.metrics.authFail.WithLabelValues("unauthorized").Inc()
+			s.writeError(w, r, err)
+			return
+		}
+		if !t.Allows(role) {
+			s.metrics.authFail.WithLabelValues("forbidden").Inc()
+			s.writeError(w, r, errorf(CodeForbidden, "this token's role ("+t.Role+") may not use this endpoint"))
+			return
+		}
+		if !s.limiter(t.ID).Allow() {
+			s.writeError(w, r, errorf(CodeRateLimited, "rate limit exceeded for this token"))
+			return
+		}
+		s.log.Debug("request", "method", r.Method, "route", r.Pattern, "token_id", t.ID, "role", t.Role)
+		if err := h(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, t))); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+func (s *Server) limiter(id string) *rate.Limiter {
+	s.limMu.Lock()
+	defer s.limMu.Unlock()
+	l := s.limiters[id]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(s.cfg.RatePerToken), s.cfg.Burst)
+		s.limiters[id] = l
+	}
+	return l
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	checks := map[string]Check{}
+	if s.cfg.Ready != nil {
+		checks = s.cfg.Ready(ctx)
+	}
+	ok := true
+	for _, c := range checks {
+		ok = ok && c.OK
+	}
+	code := http.StatusOK
+	if !ok {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"ready": ok, "checks": checks})
+}
+
+// HTTPServer wraps the handler with the timeouts that protect against slow
+// clients.
+func HTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
