@@ -202,11 +202,11 @@ func (l *Ledger) catchUp(ctx context.Context, p string) error {
 func (l *Ledger) appendAllowed(ctx context.Context, e *event.Event, p, key, mac string, parts *pii.Parts, last uint64, dec policy.Decision) (*Receipt, error) {
 	data := parts.Data
 	var ref string
-	if p != "" {
-		k, err := l.keyring.Get(ctx, p, true)
-		if err != nil {
-			return nil, keyError(err)
-		}
+	k, err := l.keyFor(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if k != nil {
 		if err := l.sealSubject(ctx, k, p, e.Subject); err != nil {
 			return nil, err
 		}
@@ -228,6 +228,24 @@ func (l *Ledger) appendAllowed(ctx context.Context, e *event.Event, p, key, mac 
 		Decision: &dec, TraceParent: e.TraceParent, TraceState: e.TraceState,
 	}
 	return l.publish(ctx, p, rec, key, last)
+}
+
+// keyFor returns the subject's key, creating it for a new subject. For an
+// erased subject whose event the policy still allows (closing the erasure
+// request), it returns nil: the event is recorded without its personal
+// values, which nothing may hold any more.
+func (l *Ledger) keyFor(ctx context.Context, p string) (*pii.SubjectKey, error) {
+	if p == "" {
+		return nil, nil
+	}
+	k, err := l.keyring.Get(ctx, p, true)
+	if errors.Is(err, pii.ErrErased) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, keyError(err)
+	}
+	return k, nil
 }
 
 // sealSubject stores the subject identifier itself, sealed under the
@@ -347,10 +365,7 @@ func (l *Ledger) appendInternal(ctx context.Context, p, typ, id string, data any
 }
 
 func keyError(err error) error {
-	switch {
-	case errors.Is(err, pii.ErrErased):
-		return &DeniedError{Decision: policy.Decision{Reasons: []policy.Reason{{Code: "SUBJECT_ERASED", Message: "the subject's key has been destroyed"}}}}
-	case errors.Is(err, keys.ErrUnavailable):
+	if errors.Is(err, keys.ErrUnavailable) {
 		return fmt.Errorf("%w: key service: %v", ErrUnavailable, err)
 	}
 	return err

@@ -149,8 +149,22 @@ func (l *Ledger) integrate(ctx context.Context) {
 func (l *Ledger) SignNow(ctx context.Context) error { return l.signOnce(ctx) }
 
 func (l *Ledger) signOnce(ctx context.Context) error {
+	l.signMu.Lock()
+	defer l.signMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		lost, err := l.signRound(ctx)
+		if !lost || attempt == 2 {
+			return err
+		}
+	}
+}
+
+// signRound signs the current tree once. lost reports that another
+// integrator appended a checkpoint first; the caller then reads it and
+// tries again.
+func (l *Ledger) signRound(ctx context.Context) (lost bool, _ error) {
 	if err := l.err(); err != nil {
-		return err
+		return false, err
 	}
 	// Pick up checkpoints another integrator signed.
 	last, err := l.cps.GetLastMsgForSubject(ctx, CheckpointSubject)
@@ -158,21 +172,21 @@ func (l *Ledger) signOnce(ctx context.Context) error {
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 	case err != nil:
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	default:
 		lastSeq = last.Sequence
 		cur := l.Latest()
 		if cur == nil || string(cur.Note) != string(last.Data) {
 			cp, err := checkpoint.Open(last.Data, l.signer.VerifierKey())
 			if err != nil {
-				return fmt.Errorf("%w: checkpoint seq %d: %v", ErrIntegrity, last.Sequence, err)
+				return false, fmt.Errorf("%w: checkpoint seq %d: %v", ErrIntegrity, last.Sequence, err)
 			}
 			if err := l.waitTree(ctx, cp.Size); err != nil {
-				return err
+				return false, err
 			}
 			if root, _ := l.tree.Root(cp.Size); root != cp.Root {
 				l.fail(fmt.Errorf("%w: checkpoint at size %d does not match the stream", ErrIntegrity, cp.Size))
-				return l.err()
+				return false, l.err()
 			}
 			l.setLatest(cp, last.Sequence)
 		}
@@ -180,41 +194,41 @@ func (l *Ledger) signOnce(ctx context.Context) error {
 	size := l.tree.Size()
 	prev := l.Latest()
 	if size == 0 || (prev != nil && prev.Size >= size) {
-		return nil
+		return false, nil
 	}
 	root, err := l.tree.Root(size)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if prev != nil {
 		// Prove to ourselves that the new tree extends the signed one.
 		p, err := l.tree.ConsistencyProof(prev.Size, size)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if err := tlog.CheckTree(p, size, root, prev.Size, prev.Root); err != nil {
 			l.fail(fmt.Errorf("%w: tree of size %d is not consistent with checkpoint %d", ErrIntegrity, size, prev.Size))
-			return l.err()
+			return false, l.err()
 		}
 	}
 	note, err := checkpoint.Sign(l.signer.Origin(), size, root, l.signer)
 	if err != nil {
 		if errors.Is(err, keys.ErrUnavailable) {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
-		return err
+		return false, err
 	}
 	ack, err := l.js.Publish(ctx, CheckpointSubject, note, jetstream.WithExpectLastSequence(lastSeq), jetstream.WithExpectStream(CheckpointStreamName))
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return nil // another integrator signed first; the next round reads it
+			return true, nil
 		}
-		return fmt.Errorf("%w: publish checkpoint: %v", ErrUnavailable, err)
+		return false, fmt.Errorf("%w: publish checkpoint: %v", ErrUnavailable, err)
 	}
 	l.setLatest(&checkpoint.Checkpoint{Origin: l.signer.Origin(), Size: size, Root: root, Note: note}, ack.Sequence)
 	l.metrics.checkpoints.Inc()
-	return nil
+	return false, nil
 }
 
 func (l *Ledger) waitTree(ctx context.Context, size int64) error {

@@ -95,6 +95,7 @@ type Ledger struct {
 
 	locks [256]sync.Mutex // per-subject serialization, striped
 
+	signMu sync.Mutex
 	cpMu   sync.RWMutex
 	latest *checkpoint.Checkpoint
 	cpErr  error

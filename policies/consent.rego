@@ -44,20 +44,20 @@ notice_superseded(v) if {
 # ---------------------------------------------------------------------------
 
 deny contains reason("GUARDIAN_CONSENT_REQUIRED", "a consent from a subject under the guardian age must be given with a guardian") if {
-	event_type == "privacy.consent.granted"
+	input.event.type == "privacy.consent.granted"
 	minor
 	not event_data.guardian == true
 }
 
 deny contains reason("NOTICE_UNKNOWN", sprintf("notice version %q has not been published", [v])) if {
-	event_type == "privacy.consent.granted"
+	input.event.type == "privacy.consent.granted"
 	count(notice_list) > 0
 	v := event_data.notice_version
 	not notice_effective[v]
 }
 
 deny contains reason("NOTICE_SUPERSEDED", sprintf("notice version %q has been superseded by a notice that requires fresh consent", [v])) if {
-	event_type == "privacy.consent.granted"
+	input.event.type == "privacy.consent.granted"
 	v := event_data.notice_version
 	notice_effective[v]
 	notice_superseded(v)
@@ -72,6 +72,24 @@ consents := c if {
 	is_array(c)
 } else := []
 
+expired(c) if {
+	is_string(c.expires)
+	time.parse_rfc3339_ns(c.expires) <= now_ns
+}
+
+superseded(c) if {
+	count(reconsent_in_force) > 0
+	notice_superseded(c.notice_version)
+}
+
+# A consent is in force when it is neither withdrawn as a whole, nor expired,
+# nor given to a superseded notice.
+in_force(c) if {
+	not c.withdrawn == true
+	not expired(c)
+	not superseded(c)
+}
+
 withdrawn_ids contains i if {
 	some i, c in consents
 	c.withdrawn == true
@@ -79,14 +97,12 @@ withdrawn_ids contains i if {
 
 expired_ids contains i if {
 	some i, c in consents
-	is_string(c.expires)
-	time.parse_rfc3339_ns(c.expires) <= now_ns
+	expired(c)
 }
 
 superseded_ids contains i if {
-	count(reconsent_in_force) > 0
 	some i, c in consents
-	notice_superseded(c.notice_version)
+	superseded(c)
 }
 
 # Consents neither withdrawn as a whole, nor expired, nor superseded.
@@ -132,10 +148,42 @@ gap_message(code, what, missing) := sprintf("the consent covering %s has been wi
 } else := missing
 
 # ---------------------------------------------------------------------------
-# Consent coverage of a processing event. Coverage is checked in stages —
-# the cross-border destination, the purpose, the recipient, each category —
-# and the first stage no consent in force passes is reported.
+# Consent coverage of a processing event. The common case is checked first:
+# one consent in force covers everything the event needs. Only when none does
+# is coverage checked in stages — the cross-border destination, the purpose,
+# the recipient, each category — to report the first stage no consent in force
+# passes, and why.
 # ---------------------------------------------------------------------------
+
+# Categories a consent must list; cookie categories are governed by the cookie
+# rule instead.
+consent_categories := {k | some k in event_data.categories; not startswith(k, "cookie.")}
+
+covered_by_one if {
+	d := xborder_dest
+	some c in consents
+	d in c.destinations
+	covers_all(c)
+	not scope_withdrawn(c, "destinations", d)
+}
+
+covered_by_one if {
+	not xborder_dest
+	some c in consents
+	covers_all(c)
+}
+
+covers_all(c) if {
+	p := event_purpose
+	p in c.purposes
+	covers_recipient(c)
+	every k in consent_categories {
+		k in c.categories
+		not scope_withdrawn(c, "categories", k)
+	}
+	not scope_withdrawn(c, "purposes", p)
+	in_force(c)
+}
 
 dest_items := {"destinations": [d]} if {
 	d := xborder_dest
@@ -173,11 +221,13 @@ stage_destination_passed if count(active_named) > 0
 
 deny contains reason("NO_SEPARATE_CONSENT", sprintf("no consent names %s as a cross-border destination", [d])) if {
 	d := xborder_dest
+	not covered_by_one
 	count(named) == 0
 }
 
 deny contains reason(code, gap_message(code, what, sprintf("no consent in force names %s", [d]))) if {
 	d := xborder_dest
+	not covered_by_one
 	count(named) > 0
 	count(active_named) == 0
 	code := explain(named, dest_items, "NO_SEPARATE_CONSENT")
@@ -199,6 +249,7 @@ purpose_active contains i if {
 
 deny contains reason(code, gap_message(code, what, sprintf("no consent covers %s", [what]))) if {
 	consent_required
+	not covered_by_one
 	stage_destination_passed
 	count(purpose_active) == 0
 	what := sprintf("purpose %s", [event_purpose])
@@ -206,9 +257,9 @@ deny contains reason(code, gap_message(code, what, sprintf("no consent covers %s
 }
 
 # Stage 3: the recipient; a consent that lists recipients covers only those.
-recipient_needed := event_data.recipient if {
-	event_type in {"privacy.data.shared", "privacy.data.transferred"}
-}
+recipient_needed := event_data.recipient if input.event.type == "privacy.data.shared"
+
+recipient_needed := event_data.recipient if input.event.type == "privacy.data.transferred"
 
 covers_recipient(_) if not recipient_needed
 
@@ -228,6 +279,7 @@ recipient_active contains i if {
 
 deny contains reason(code, gap_message(code, what, sprintf("no consent covers %s", [what]))) if {
 	consent_required
+	not covered_by_one
 	count(purpose_active) > 0
 	count(recipient_active) == 0
 	what := sprintf("recipient %s for purpose %s", [recipient_needed, event_purpose])
@@ -237,9 +289,9 @@ deny contains reason(code, gap_message(code, what, sprintf("no consent covers %s
 # Stage 4: each category. Cookie categories are governed by the cookie rule.
 uncovered_categories contains k if {
 	consent_required
+	not covered_by_one
 	count(recipient_active) > 0
-	some k in event_data.categories
-	not startswith(k, "cookie.")
+	some k in consent_categories
 	not category_covered(k)
 }
 
@@ -270,29 +322,32 @@ deny contains reason("GUARDIAN_CONSENT_REQUIRED", "the consent relied on for a s
 }
 
 # Cookies outside the necessary ones need a consent listing the cookie class.
-cookie_checked if event_type in {"privacy.data.collected", "privacy.data.used"}
+cookie_checked if input.event.type == "privacy.data.collected"
+
+cookie_checked if input.event.type == "privacy.data.used"
 
 cookie_checked if {
-	event_type == "privacy.data.shared"
+	input.event.type == "privacy.data.shared"
 	not event_data.basis == "anonymized"
 }
 
 cookie_checked if {
-	event_type == "privacy.data.transferred"
+	input.event.type == "privacy.data.transferred"
 	xborder_dest
 }
 
 cookie_covered(k) if {
-	some i in live
-	k in consents[i].cookies
-	not scope_withdrawn(consents[i], "cookies", k)
+	some c in consents
+	k in c.cookies
+	not scope_withdrawn(c, "cookies", k)
+	in_force(c)
 }
 
 deny contains reason(code, gap_message(code, what, sprintf("no consent allows %s", [what]))) if {
-	cookie_checked
 	some k in event_data.categories
 	startswith(k, "cookie.")
 	not k in necessary_cookies
+	cookie_checked
 	not cookie_covered(k)
 	ids := {i | some i, c in consents; k in c.cookies}
 	code := explain(ids, {"cookies": [k]}, "COOKIE_CONSENT_REQUIRED")

@@ -4,12 +4,13 @@ package custos.decision
 # Processing events: collection, use, sharing and transfer of personal data.
 # ---------------------------------------------------------------------------
 
-processing_types := {
-	"privacy.data.collected",
-	"privacy.data.used",
-	"privacy.data.shared",
-	"privacy.data.transferred",
-}
+processing if input.event.type == "privacy.data.collected"
+
+processing if input.event.type == "privacy.data.used"
+
+processing if input.event.type == "privacy.data.shared"
+
+processing if input.event.type == "privacy.data.transferred"
 
 # A missing purpose is "(none)", which no consent or setting names.
 event_purpose := object.get(event_data, "purpose", "(none)")
@@ -17,7 +18,7 @@ event_purpose := object.get(event_data, "purpose", "(none)")
 # Personal information is used only for the purposes of the privacy policy
 # (its section 2).
 deny contains reason("PURPOSE_NOT_ALLOWED", sprintf("purpose %s is not an allowed purpose", [p])) if {
-	event_type in processing_types
+	processing
 	p := event_purpose
 	not p in allowed_purposes
 }
@@ -27,30 +28,39 @@ deny contains reason("PURPOSE_NOT_ALLOWED", sprintf("purpose %s is not an allowe
 # transfer. A missing region counts as an unknown foreign one. Anonymized data
 # is not personal information and never crosses the border as such.
 xborder_dest := d if {
-	event_type == "privacy.data.transferred"
+	input.event.type == "privacy.data.transferred"
 	d := object.get(event_data, "to_region", "")
 	not d in storage_regions
-} else := d if {
-	event_type == "privacy.data.shared"
+}
+
+xborder_dest := d if {
+	input.event.type == "privacy.data.shared"
 	not event_data.basis == "anonymized"
 	d := object.get(event_data, "region", "")
 	not d in storage_regions
-} else := d if {
-	event_type == "privacy.data.collected"
+}
+
+xborder_dest := d if {
+	input.event.type == "privacy.data.collected"
 	d := object.get(event_data, "storage_region", "")
 	not d in storage_regions
 }
 
 # Whether the event needs a consent in force covering it.
 consent_required if {
-	event_type in {"privacy.data.collected", "privacy.data.used"}
+	input.event.type == "privacy.data.collected"
+	not purpose_exempt
+}
+
+consent_required if {
+	input.event.type == "privacy.data.used"
 	not purpose_exempt
 }
 
 purpose_exempt if event_purpose in consent_exempt_purposes
 
 consent_required if {
-	event_type == "privacy.data.shared"
+	input.event.type == "privacy.data.shared"
 	event_data.basis == "consent"
 }
 
@@ -64,13 +74,13 @@ deny contains reason("DESTINATION_NOT_ALLOWED", sprintf("%s is not a destination
 }
 
 deny contains reason("STORAGE_REGION_NOT_ALLOWED", sprintf("personal information may not be stored in %s", [d])) if {
-	event_type == "privacy.data.collected"
+	input.event.type == "privacy.data.collected"
 	d := xborder_dest
 	not d in transfer_destinations
 }
 
 deny contains reason("NO_TRANSFER_MECHANISM", "a cross-border transfer needs a lawful transfer mechanism") if {
-	event_type == "privacy.data.transferred"
+	input.event.type == "privacy.data.transferred"
 	xborder_dest
 	not mechanism_lawful
 }
@@ -81,10 +91,16 @@ mechanism_lawful if event_data.mechanism in transfer_mechanisms
 # section 7): collecting their data needs a guardian's consent in force even
 # when the purpose itself needs no consent.
 deny contains reason("GUARDIAN_CONSENT_REQUIRED", "collecting data of a subject under the guardian age needs a guardian's consent") if {
-	event_type == "privacy.data.collected"
+	input.event.type == "privacy.data.collected"
 	minor
 	not consent_required
-	not guardian_among(live)
+	not guardian_in_force
+}
+
+guardian_in_force if {
+	some c in consents
+	c.guardian == true
+	in_force(c)
 }
 
 # ---------------------------------------------------------------------------
@@ -94,12 +110,12 @@ deny contains reason("GUARDIAN_CONSENT_REQUIRED", "collecting data of a subject 
 sharing_basis_known if event_data.basis in {"consent", "service_provider", "legal_obligation", "anonymized"}
 
 deny contains reason("SHARING_BASIS_INVALID", "the sharing basis is not one the privacy policy allows") if {
-	event_type == "privacy.data.shared"
+	input.event.type == "privacy.data.shared"
 	not sharing_basis_known
 }
 
 deny contains reason("SHARING_BASIS_INVALID", "sharing with a service provider must go to a service provider or an affiliate") if {
-	event_type == "privacy.data.shared"
+	input.event.type == "privacy.data.shared"
 	event_data.basis == "service_provider"
 	not recipient_is_provider
 }
@@ -107,7 +123,7 @@ deny contains reason("SHARING_BASIS_INVALID", "sharing with a service provider m
 recipient_is_provider if event_data.recipient_kind in {"service_provider", "affiliate"}
 
 deny contains reason("SHARING_BASIS_INVALID", "sharing under a legal obligation must go to an authority") if {
-	event_type == "privacy.data.shared"
+	input.event.type == "privacy.data.shared"
 	event_data.basis == "legal_obligation"
 	not event_data.recipient_kind == "authority"
 }

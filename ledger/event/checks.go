@@ -174,8 +174,8 @@ func parseTime(s string) (time.Time, bool) {
 	return t, err == nil
 }
 
-// checkBirthDate wants a real calendar date, not in the future and not more
-// than maxAge years back. "Future" is judged in the earliest time zone
+// checkBirthDate wants a real calendar date, not in the future and not
+// implying an age over maxAge. "Future" is judged in the earliest time zone
 // (UTC+14), so a child born today anywhere is accepted.
 func checkBirthDate(s string, c *vctx) string {
 	d, err := time.Parse(time.DateOnly, s)
@@ -186,7 +186,7 @@ func checkBirthDate(s string, c *vctx) string {
 		return "must not be in the future"
 	}
 	if d.Before(c.now.AddDate(-maxAge-1, 0, 0)) {
-		return "must not be more than " + strconv.Itoa(maxAge) + " years ago"
+		return "must not make the subject older than " + strconv.Itoa(maxAge)
 	}
 	return ""
 }

@@ -81,6 +81,7 @@ func checkList(l []string, path string, chk strCheck, c *vctx) *FieldError {
 	if len(l) == 0 {
 		return fieldErr(path, "must not be empty")
 	}
+	seen := make(map[string]struct{}, len(l))
 	for i, s := range l {
 		if s == "" {
 			return fieldErr(index(path, i), "must not be empty")
@@ -88,9 +89,10 @@ func checkList(l []string, path string, chk strCheck, c *vctx) *FieldError {
 		if m := chk(s, c); m != "" {
 			return fieldErr(index(path, i), m)
 		}
-		if slices.Contains(l[:i], s) {
+		if _, dup := seen[s]; dup {
 			return fieldErr(index(path, i), "duplicate entry")
 		}
+		seen[s] = struct{}{}
 	}
 	return nil
 }
@@ -170,22 +172,21 @@ func guardian(name string, p **Guardian) binding {
 			if n.kind != jObject {
 				return fieldErr(path, "must be an object with ref and relation")
 			}
-			g := &Guardian{}
-			members := []binding{
-				str("ref", true, &g.Ref, idCheck),
-				str("relation", true, &g.Relation, textCheck),
-			}
-			*p = g
-			return decodeMembers(n, path, members, &vctx{}, unknownField)
+			*p = &Guardian{}
+			return decodeMembers(n, path, (*p).bindings(), &vctx{}, unknownField)
 		},
 		present: func() bool { return *p != nil },
-		check: func(path string, c *vctx) *FieldError {
-			g := *p
-			return checkMembers(path, []binding{
-				str("ref", true, &g.Ref, idCheck),
-				str("relation", true, &g.Relation, textCheck),
-			}, c)
-		},
+		check:   func(path string, c *vctx) *FieldError { return checkMembers(path, (*p).bindings(), c) },
+	}
+}
+
+// bindings makes a guardian an object of its own, strict like data: a
+// reference to the guardian in the emitting platform and their relation
+// to the subject.
+func (g *Guardian) bindings() []binding {
+	return []binding{
+		str("ref", true, &g.Ref, idCheck),
+		str("relation", true, &g.Relation, textCheck),
 	}
 }
 
@@ -201,10 +202,11 @@ func fields(name string, p *map[string]json.RawMessage) binding {
 			}
 			m := make(map[string]json.RawMessage, len(n.keys))
 			for i, k := range n.keys {
-				if ferr := checkFieldEntry(path, k, rawScalar(n.vals[i])); ferr != nil {
+				raw := rawScalar(n.vals[i])
+				if ferr := checkFieldEntry(path, k, raw); ferr != nil {
 					return ferr
 				}
-				m[k] = rawScalar(n.vals[i])
+				m[k] = raw
 			}
 			*p = m
 			return nil

@@ -69,10 +69,8 @@ func ParseDuration(s string) (Duration, error) {
 	if err != nil {
 		return Duration{}, err
 	}
-	if d.Weeks != 0 || strings.Contains(date, "W") {
-		if n > 1 || hasT {
-			return Duration{}, fmt.Errorf("%w: weeks cannot be combined with other components", ErrDuration)
-		}
+	if strings.Contains(date, "W") && (n > 1 || hasT) {
+		return Duration{}, fmt.Errorf("%w: weeks cannot be combined with other components", ErrDuration)
 	}
 	err = components(tm, "HMS", func(des byte, v int, f float64) {
 		switch des {

@@ -567,3 +567,29 @@ func TestFieldErrorText(t *testing.T) {
 		t.Error("FieldError does not unwrap to ErrInvalid")
 	}
 }
+
+func TestLargeContainers(t *testing.T) {
+	list := func(n int) string {
+		return "[" + strings.TrimSuffix(strings.Repeat(`"identity.basic",`, n), ",") + "]"
+	}
+	// 1000 entries parse; the list is then wrong for its content.
+	_, err := event.Decode([]byte(ev(event.TypeDataUsed, `{"categories":`+list(1000)+`,"purpose":"security"}`)), now)
+	var fe *event.FieldError
+	if !errors.As(err, &fe) || fe.Field != "data.categories[1]" || fe.Message != "duplicate entry" {
+		t.Errorf("1000 entries: %v", err)
+	}
+	_, err = event.Decode([]byte(ev(event.TypeDataUsed, `{"categories":`+list(1001)+`,"purpose":"security"}`)), now)
+	if !errors.As(err, &fe) || fe.Field != "data.categories" || !strings.Contains(fe.Message, "more than 1000") {
+		t.Errorf("1001 entries: %v", err)
+	}
+	var members strings.Builder
+	members.WriteString(`{"a0":0`)
+	for i := 1; i <= 1000; i++ {
+		members.WriteString(`,"a` + strings.Repeat("b", i%7) + string(rune('0'+i%10)) + `x` + strings.Repeat("c", i/10) + `":0`)
+	}
+	members.WriteString("}")
+	_, err = event.Decode([]byte(ev(event.TypeDataUsed, members.String())), now)
+	if !errors.As(err, &fe) || fe.Field != "data" || !strings.Contains(fe.Message, "more than 1000") {
+		t.Errorf("1001 members: %v", err)
+	}
+}

@@ -13,6 +13,12 @@ import (
 // near it; the limit keeps hostile bodies cheap to refuse.
 const MaxDepth = 32
 
+// maxEntries bounds the members of one object and the elements of one
+// array. The longest list a valid event can hold is a consent's
+// destinations (249 regions), so the bound only stops bodies built to
+// make the parser allocate.
+const maxEntries = 1000
+
 type jsonKind uint8
 
 const (
@@ -126,6 +132,9 @@ func (p *parser) object(path string, depth int) (*node, *FieldError) {
 		if !ok {
 			return nil, fieldErr(path, "malformed JSON")
 		}
+		if len(n.keys) == maxEntries {
+			return nil, fieldErr(path, "has more than 1000 members")
+		}
 		if !utf8.Valid(raw) {
 			return nil, fieldErr(path, "a member name is not valid UTF-8")
 		}
@@ -159,6 +168,9 @@ func (p *parser) array(path string, depth int) (*node, *FieldError) {
 			}
 			return n, nil
 		}
+		if len(n.vals) == maxEntries {
+			return nil, fieldErr(path, "has more than 1000 elements")
+		}
 		v, ferr := p.value(index(path, len(n.vals)), depth)
 		if ferr != nil {
 			return nil, ferr
@@ -187,21 +199,4 @@ func rawScalar(n *node) json.RawMessage {
 		return json.RawMessage(bytes.TrimRight(buf.Bytes(), "\n"))
 	}
 	return nil
-}
-
-// kindName is how errors name what a value should have been.
-func (k jsonKind) String() string {
-	switch k {
-	case jNull:
-		return "null"
-	case jBool:
-		return "a boolean"
-	case jNumber:
-		return "a number"
-	case jString:
-		return "a string"
-	case jArray:
-		return "an array"
-	}
-	return "an object"
 }

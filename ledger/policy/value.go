@@ -1,135 +1,287 @@
 package policy
 
 import (
+	"encoding/json"
+	"errors"
+	"math"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// inputValue builds the AST of in directly, the value json.Marshal(in) would
-// give except that absent lists are empty rather than null (the contract of
-// docs/policy-input.md). Building it field by field is several times cheaper
-// than a JSON round trip, which matters at a decision per event.
-func inputValue(in *Input) (ast.Value, error) {
-	data, err := dataValue(in.Event.Data)
-	if err != nil {
-		return nil, err
-	}
-	event := []item{
-		{"type", str(in.Event.Type)},
-		{"source", str(in.Event.Source)},
-		{"id", str(in.Event.ID)},
-		{"time", timeValue(in.Event.Time)},
-		{"data", data},
-	}
-	if in.Event.Subject != "" {
-		event = append(event, item{"subject", str(in.Event.Subject)})
-	}
-	return object(
-		item{"now", timeValue(in.Now)},
-		item{"event", object(event...)},
-		item{"subject", subjectValue(&in.Subject)},
-		item{"notices", noticesValue(&in.Notices)},
-	), nil
+// converter builds the AST of an Input directly: the value json.Marshal would
+// give, except that absent lists are empty rather than null (the contract of
+// docs/policy-input.md). A decision's cost is dominated by allocation, so it
+// reuses one immutable term for every key, every vocabulary term and every
+// string in the set's data, builds each object's terms in one block, and
+// shares the empty list. The terms are never mutated, so one converter serves
+// concurrent decisions.
+type converter struct {
+	terms map[string]*ast.Term
 }
 
-func dataValue(data map[string]any) (ast.Value, error) {
-	if data == nil {
-		return ast.NewObject(), nil
+// newConverter interns the input's keys, the SPEC vocabulary and every
+// string in data (the regions, purposes and codes the rules compare with).
+func newConverter(data any) *converter {
+	cv := &converter{terms: map[string]*ast.Term{}}
+	for _, s := range internedStrings() {
+		cv.intern(s)
 	}
-	return ast.InterfaceToValue(data)
+	cv.internData(data)
+	return cv
 }
 
-func subjectValue(s *SubjectState) ast.Value {
-	consents := make([]*ast.Term, len(s.Consents))
-	for i := range s.Consents {
-		consents[i] = ast.NewTerm(consentValue(&s.Consents[i]))
+func (cv *converter) intern(s string) {
+	if _, ok := cv.terms[s]; !ok {
+		cv.terms[s] = ast.StringTerm(s)
 	}
-	items := []item{
-		{"registered", ast.InternedValue(s.Registered)},
-		{"erased", ast.InternedValue(s.Erased)},
-		{"erased_categories", stringList(s.ErasedCategories)},
-		{"last_seq", ast.InternedValue(int64(s.LastSeq))},
-		{"consents", ast.NewArray(consents...)},
-	}
-	if s.Residence != "" {
-		items = append(items, item{"residence", str(s.Residence)})
-	}
-	if s.Age != nil {
-		items = append(items, item{"age", ast.InternedValue(*s.Age)})
-	}
-	return object(items...)
 }
 
-func consentValue(c *ConsentState) ast.Value {
-	return object(
-		item{"consent_id", str(c.ConsentID)},
-		item{"notice_version", str(c.NoticeVersion)},
-		item{"purposes", stringList(c.Purposes)},
-		item{"categories", stringList(c.Categories)},
-		item{"destinations", stringList(c.Destinations)},
-		item{"recipients", stringList(c.Recipients)},
-		item{"cookies", stringList(c.Cookies)},
-		item{"guardian", ast.InternedValue(c.Guardian)},
-		item{"granted_at", timeValue(c.GrantedAt)},
-		item{"expires", optionalTime(c.Expires)},
-		item{"withdrawn", ast.InternedValue(c.Withdrawn)},
-		item{"withdrawn_at", optionalTime(c.WithdrawnAt)},
-		item{"withdrawn_scope", object(
-			item{"purposes", stringList(c.WithdrawnScope.Purposes)},
-			item{"destinations", stringList(c.WithdrawnScope.Destinations)},
-			item{"cookies", stringList(c.WithdrawnScope.Cookies)},
-			item{"categories", stringList(c.WithdrawnScope.Categories)},
-		)},
-	)
-}
-
-func noticesValue(n *Notices) ast.Value {
-	versions := make([]*ast.Term, len(n.Versions))
-	for i, v := range n.Versions {
-		versions[i] = ast.NewTerm(object(
-			item{"version", str(v.Version)},
-			item{"effective", timeValue(v.Effective)},
-		))
+func (cv *converter) internData(v any) {
+	switch x := v.(type) {
+	case string:
+		cv.intern(x)
+	case map[string]any:
+		for k, e := range x {
+			cv.intern(k)
+			cv.internData(e)
+		}
+	case []any:
+		for _, e := range x {
+			cv.internData(e)
+		}
 	}
-	items := []item{{"versions", ast.NewArray(versions...)}}
-	if n.Current != "" {
-		items = append(items, item{"current", str(n.Current)})
+}
+
+func internedStrings() []string {
+	return []string{
+		// keys of docs/policy-input.md
+		"now", "event", "type", "source", "id", "time", "subject", "data",
+		"registered", "residence", "age", "erased", "erased_categories", "last_seq", "consents",
+		"consent_id", "notice_version", "purposes", "categories", "destinations", "recipients", "cookies",
+		"guardian", "granted_at", "expires", "withdrawn", "withdrawn_at", "withdrawn_scope",
+		"notices", "current", "versions", "version", "effective",
+		// keys of event data (SPEC §2)
+		"fields", "purpose", "storage_region", "retention", "recipient", "recipient_kind", "basis", "region",
+		"transfer_id", "from_region", "to_region", "mechanism", "request_id", "right", "details", "outcome",
+		"reason", "scope", "changes", "method",
+		// vocabulary (SPEC §2)
+		"privacy.subject.registered", "privacy.notice.published", "privacy.consent.granted",
+		"privacy.consent.withdrawn", "privacy.data.collected", "privacy.data.used", "privacy.data.shared",
+		"privacy.data.transferred", "privacy.rights.requested", "privacy.rights.completed",
+		"privacy.data.corrected", "privacy.data.erased",
+		"identity.basic", "identity.contact", "identity.account", "identity.voluntary",
+		"usage.device", "usage.network", "usage.behavior", "usage.diagnostic",
+		"cookie.session", "cookie.preference", "cookie.security", "cookie.analytics",
+		"service_provision", "service_improvement", "notifications", "interactive_features",
+		"customer_support", "security", "legal_compliance",
+		"affiliate", "service_provider", "third_party", "authority", "consent", "legal_obligation", "anonymized",
+		"security_assessment", "standard_contract", "certification",
+		"access", "correction", "deletion", "portability", "complaint",
+		"fulfilled", "rejected", "request", "all",
 	}
-	return object(items...)
 }
 
-type item struct {
-	key   string
-	value ast.Value
-}
-
-func object(items ...item) ast.Value {
-	pairs := make([][2]*ast.Term, len(items))
-	for i, it := range items {
-		pairs[i] = [2]*ast.Term{ast.InternedTerm(it.key), ast.NewTerm(it.value)}
+func (cv *converter) str(s string) *ast.Term {
+	if t, ok := cv.terms[s]; ok {
+		return t
 	}
-	return ast.NewObject(pairs...)
+	return ast.StringTerm(s)
 }
 
-func str(s string) ast.Value { return ast.InternedValue(s) }
+// object builds an object from keys and values in one block of terms.
+func (cv *converter) object(keys []string, values []ast.Value) *ast.Term {
+	terms := make([]ast.Term, len(values))
+	pairs := make([][2]*ast.Term, len(values))
+	for i, v := range values {
+		terms[i].Value = v
+		pairs[i] = [2]*ast.Term{cv.str(keys[i]), &terms[i]}
+	}
+	return ast.NewTerm(ast.NewObject(pairs...))
+}
 
-func stringList(list []string) ast.Value {
+func (cv *converter) list(list []string) ast.Value {
+	if len(list) == 0 {
+		return ast.InternedEmptyArrayValue
+	}
 	terms := make([]*ast.Term, len(list))
 	for i, s := range list {
-		terms[i] = ast.InternedTerm(s)
+		terms[i] = cv.str(s)
 	}
 	return ast.NewArray(terms...)
 }
 
-// timeValue formats t as encoding/json does.
-func timeValue(t time.Time) ast.Value {
-	return ast.String(t.Format(time.RFC3339Nano))
+// times formats times as encoding/json does, into one buffer shared by all.
+type times struct{ buf []byte }
+
+// span is where a formatted time is in the buffer; the zero span is a time
+// that is absent (null).
+type span struct{ start, end int }
+
+func (ts *times) add(t time.Time) span {
+	start := len(ts.buf)
+	ts.buf = t.AppendFormat(ts.buf, time.RFC3339Nano)
+	return span{start, len(ts.buf)}
 }
 
-func optionalTime(t *time.Time) ast.Value {
+func (ts *times) addOptional(t *time.Time) span {
 	if t == nil {
-		return ast.NullValue
+		return span{}
 	}
-	return timeValue(*t)
+	return ts.add(*t)
+}
+
+func (cv *converter) input(in *Input) (ast.Value, error) {
+	data := ast.InternedEmptyObjectValue
+	if in.Event.Data != nil {
+		var err error
+		if data, err = cv.value(in.Event.Data); err != nil {
+			return nil, err
+		}
+	}
+
+	// Every time in the input is formatted into one string, sliced per field.
+	s, n := &in.Subject, &in.Notices
+	ts := &times{buf: make([]byte, 0, 36*(2+3*len(s.Consents)+len(n.Versions)))}
+	nowAt, eventAt := ts.add(in.Now), ts.add(in.Event.Time)
+	consentAt := make([][3]span, len(s.Consents))
+	for i := range s.Consents {
+		c := &s.Consents[i]
+		consentAt[i] = [3]span{ts.add(c.GrantedAt), ts.addOptional(c.Expires), ts.addOptional(c.WithdrawnAt)}
+	}
+	effectiveAt := make([]span, len(n.Versions))
+	for i, v := range n.Versions {
+		effectiveAt[i] = ts.add(v.Effective)
+	}
+	all := string(ts.buf)
+	timeAt := func(sp span) ast.Value {
+		if sp.end == 0 {
+			return ast.NullValue
+		}
+		return ast.String(all[sp.start:sp.end])
+	}
+
+	event := objectBuilder{
+		keys:   []string{"type", "source", "id", "time", "data", "subject"}[:5],
+		values: []ast.Value{cv.str(in.Event.Type).Value, cv.str(in.Event.Source).Value, ast.String(in.Event.ID), timeAt(eventAt), data, nil}[:5],
+	}
+	if in.Event.Subject != "" {
+		event.add("subject", ast.String(in.Event.Subject))
+	}
+
+	consents := make([]*ast.Term, len(s.Consents))
+	for i := range s.Consents {
+		c, at := &s.Consents[i], consentAt[i]
+		scope := cv.object(
+			[]string{"purposes", "destinations", "cookies", "categories"},
+			[]ast.Value{
+				cv.list(c.WithdrawnScope.Purposes), cv.list(c.WithdrawnScope.Destinations),
+				cv.list(c.WithdrawnScope.Cookies), cv.list(c.WithdrawnScope.Categories),
+			})
+		consents[i] = cv.object(
+			[]string{"consent_id", "notice_version", "purposes", "categories", "destinations", "recipients",
+				"cookies", "guardian", "granted_at", "expires", "withdrawn", "withdrawn_at", "withdrawn_scope"},
+			[]ast.Value{
+				ast.String(c.ConsentID), cv.str(c.NoticeVersion).Value,
+				cv.list(c.Purposes), cv.list(c.Categories), cv.list(c.Destinations), cv.list(c.Recipients), cv.list(c.Cookies),
+				ast.InternedValue(c.Guardian), timeAt(at[0]), timeAt(at[1]), ast.InternedValue(c.Withdrawn), timeAt(at[2]),
+				scope.Value,
+			})
+	}
+	subject := objectBuilder{
+		keys: []string{"registered", "erased", "erased_categories", "last_seq", "consents", "", ""}[:5],
+		values: []ast.Value{ast.InternedValue(s.Registered), ast.InternedValue(s.Erased), cv.list(s.ErasedCategories),
+			ast.InternedValue(s.LastSeq), ast.NewArray(consents...), nil, nil}[:5],
+	}
+	if s.Residence != "" {
+		subject.add("residence", cv.str(s.Residence).Value)
+	}
+	if s.Age != nil {
+		subject.add("age", ast.InternedValue(*s.Age))
+	}
+
+	versions := make([]*ast.Term, len(n.Versions))
+	for i, v := range n.Versions {
+		versions[i] = cv.object([]string{"version", "effective"}, []ast.Value{cv.str(v.Version).Value, timeAt(effectiveAt[i])})
+	}
+	notices := objectBuilder{keys: []string{"versions", ""}[:1], values: []ast.Value{ast.NewArray(versions...), nil}[:1]}
+	if n.Current != "" {
+		notices.add("current", cv.str(n.Current).Value)
+	}
+
+	return cv.object(
+		[]string{"now", "event", "subject", "notices"},
+		[]ast.Value{timeAt(nowAt), cv.object(event.keys, event.values).Value,
+			cv.object(subject.keys, subject.values).Value, cv.object(notices.keys, notices.values).Value},
+	).Value, nil
+}
+
+// objectBuilder collects an object's optional fields; its slices are made
+// with room for them so that adding does not allocate.
+type objectBuilder struct {
+	keys   []string
+	values []ast.Value
+}
+
+func (b *objectBuilder) add(key string, v ast.Value) {
+	b.keys = append(b.keys, key)
+	b.values = append(b.values, v)
+}
+
+var errUnencodable = errors.New("a value cannot be encoded as JSON")
+
+// value converts event data, interning strings; types other than the JSON
+// ones and their common Go forms take OPA's JSON round trip.
+func (cv *converter) value(v any) (ast.Value, error) {
+	switch x := v.(type) {
+	case nil:
+		return ast.NullValue, nil
+	case string:
+		return cv.str(x).Value, nil
+	case bool:
+		return ast.InternedValue(x), nil
+	case int:
+		return ast.InternedValue(x), nil
+	case int64:
+		return ast.InternedValue(x), nil
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil, errUnencodable
+		}
+		return ast.InterfaceToValue(x)
+	case json.Number:
+		return ast.InterfaceToValue(x)
+	case []string:
+		return cv.list(x), nil
+	case []any:
+		if len(x) == 0 {
+			return ast.InternedEmptyArrayValue, nil
+		}
+		terms := make([]ast.Term, len(x))
+		ptrs := make([]*ast.Term, len(x))
+		for i, e := range x {
+			ev, err := cv.value(e)
+			if err != nil {
+				return nil, err
+			}
+			terms[i].Value = ev
+			ptrs[i] = &terms[i]
+		}
+		return ast.NewArray(ptrs...), nil
+	case map[string]any:
+		terms := make([]ast.Term, len(x))
+		pairs := make([][2]*ast.Term, 0, len(x))
+		for k, e := range x {
+			ev, err := cv.value(e)
+			if err != nil {
+				return nil, err
+			}
+			t := &terms[len(pairs)]
+			t.Value = ev
+			pairs = append(pairs, [2]*ast.Term{cv.str(k), t})
+		}
+		return ast.NewObject(pairs...), nil
+	default:
+		return ast.InterfaceToValue(x)
+	}
 }

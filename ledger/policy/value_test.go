@@ -11,6 +11,10 @@ import (
 	"github.com/open-policy-agent/opa/v1/util"
 )
 
+func inputValue(in *Input) (ast.Value, error) {
+	return newConverter(map[string]any{"regions": []any{"CN", "SG"}}).input(in)
+}
+
 // jsonValue is the slow, obviously right conversion: the input as
 // encoding/json writes it, read back as OPA reads JSON.
 func jsonValue(t testing.TB, in *Input) (ast.Value, bool) {

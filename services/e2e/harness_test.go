@@ -345,3 +345,52 @@ func uniq(prefix string) string {
 	seqCounter.n++
 	return fmt.Sprintf("%s-%d", prefix, seqCounter.n)
 }
+
+// waitFor polls cond until it holds or 30 s pass. It waits on a condition,
+// never for a fixed time.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.Walk(from, func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, path)
+		dst := filepath.Join(to, rel)
+		if info.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		if strings.HasSuffix(path, ".go") || strings.HasSuffix(path, ".mod") || strings.HasSuffix(path, ".sum") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func findConfig(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "data", "custos", "config", "data.json")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("policy config not at %s: %v", p, err)
+	}
+	return p
+}

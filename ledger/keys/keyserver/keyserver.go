@@ -99,11 +99,13 @@ type mountInfo struct {
 	Created     time.Time `json:"created"`
 }
 
-// mount is one transit mount and its keys.
+// mount is one transit mount and its keys. Locks are taken in the order
+// Server.mu, mount.mu, key.mu, never the other way round.
 type mount struct {
 	info mountInfo
-	mu   sync.RWMutex // guards keys
+	mu   sync.RWMutex // guards keys and gone
 	keys map[string]*key
+	gone bool // disabled: no key may be created in it any more
 }
 
 // key holds one transit key; pol is nil once the key is deleted, which
@@ -396,6 +398,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closed = true
 	s.mu.Lock()
 	for _, m := range s.mounts {
+		m.mu.Lock()
+		m.gone = true
 		for _, k := range m.keys {
 			k.mu.Lock()
 			if k.pol != nil {
@@ -404,6 +408,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 			k.mu.Unlock()
 		}
+		m.mu.Unlock()
 	}
 	s.mounts = map[string]*mount{}
 	s.mu.Unlock()
@@ -495,6 +500,7 @@ func (s *Server) disableMount(path string) error {
 	s.state = next
 	delete(s.mounts, path)
 	m.mu.Lock()
+	m.gone = true
 	for name, k := range m.keys {
 		k.mu.Lock()
 		if k.pol != nil {
