@@ -157,32 +157,46 @@ gap_message(code, what, missing) := sprintf("the consent covering %s has been wi
 
 # Categories a consent must list; cookie categories are governed by the cookie
 # rule instead.
-consent_categories := {k | some k in event_data.categories; not startswith(k, "cookie.")}
+consent_categories := {k | some k in input.event.data.categories; not startswith(k, "cookie.")}
 
+# The fast path reads the input directly and may miss a coverage the stages
+# would find (with a malformed consent, say); it never claims one they would
+# not, so the stages decide whenever it fails.
 covered_by_one if {
 	d := xborder_dest
-	some c in consents
+	p := event_purpose
+	some c in input.subject.consents
 	d in c.destinations
-	covers_all(c)
-	not scope_withdrawn(c, "destinations", d)
+	p in c.purposes
+	covers_all(c, p)
+	not d in c.withdrawn_scope.destinations
 }
 
 covered_by_one if {
 	not xborder_dest
-	some c in consents
-	covers_all(c)
+	p := event_purpose
+	some c in input.subject.consents
+	p in c.purposes
+	covers_all(c, p)
 }
 
-covers_all(c) if {
-	p := event_purpose
-	p in c.purposes
+covers_all(c, p) if {
 	covers_recipient(c)
 	every k in consent_categories {
 		k in c.categories
-		not scope_withdrawn(c, "categories", k)
+		not k in c.withdrawn_scope.categories
 	}
-	not scope_withdrawn(c, "purposes", p)
-	in_force(c)
+	not p in c.withdrawn_scope.purposes
+	c.withdrawn == false
+	not expired(c)
+	not superseded(c)
+}
+
+# What no single consent covers, stage by stage (below).
+deny contains r if {
+	consent_required
+	not covered_by_one
+	some r in consent_gap
 }
 
 dest_items := {"destinations": [d]} if {
@@ -219,15 +233,13 @@ stage_destination_passed if not xborder_dest
 
 stage_destination_passed if count(active_named) > 0
 
-deny contains reason("NO_SEPARATE_CONSENT", sprintf("no consent names %s as a cross-border destination", [d])) if {
+consent_gap contains reason("NO_SEPARATE_CONSENT", sprintf("no consent names %s as a cross-border destination", [d])) if {
 	d := xborder_dest
-	not covered_by_one
 	count(named) == 0
 }
 
-deny contains reason(code, gap_message(code, what, sprintf("no consent in force names %s", [d]))) if {
+consent_gap contains reason(code, gap_message(code, what, sprintf("no consent in force names %s", [d]))) if {
 	d := xborder_dest
-	not covered_by_one
 	count(named) > 0
 	count(active_named) == 0
 	code := explain(named, dest_items, "NO_SEPARATE_CONSENT")
@@ -247,9 +259,7 @@ purpose_active contains i if {
 	not scope_withdrawn(consents[i], "purposes", p)
 }
 
-deny contains reason(code, gap_message(code, what, sprintf("no consent covers %s", [what]))) if {
-	consent_required
-	not covered_by_one
+consent_gap contains reason(code, gap_message(code, what, sprintf("no consent covers %s", [what]))) if {
 	stage_destination_passed
 	count(purpose_active) == 0
 	what := sprintf("purpose %s", [event_purpose])
@@ -277,9 +287,7 @@ recipient_active contains i if {
 	covers_recipient(consents[i])
 }
 
-deny contains reason(code, gap_message(code, what, sprintf("no consent covers %s", [what]))) if {
-	consent_required
-	not covered_by_one
+consent_gap contains reason(code, gap_message(code, what, sprintf("no consent covers %s", [what]))) if {
 	count(purpose_active) > 0
 	count(recipient_active) == 0
 	what := sprintf("recipient %s for purpose %s", [recipient_needed, event_purpose])
@@ -288,8 +296,6 @@ deny contains reason(code, gap_message(code, what, sprintf("no consent covers %s
 
 # Stage 4: each category. Cookie categories are governed by the cookie rule.
 uncovered_categories contains k if {
-	consent_required
-	not covered_by_one
 	count(recipient_active) > 0
 	some k in consent_categories
 	not category_covered(k)
@@ -301,7 +307,7 @@ category_covered(k) if {
 	not scope_withdrawn(consents[i], "categories", k)
 }
 
-deny contains reason(code, gap_message(code, what, sprintf("no consent covers %s", [what]))) if {
+consent_gap contains reason(code, gap_message(code, what, sprintf("no consent covers %s", [what]))) if {
 	some k in uncovered_categories
 	ids := {i | some i in recipient_named; k in consents[i].categories}
 	code := explain(ids, object.union(purpose_items, {"categories": [k]}), "CATEGORY_NOT_CONSENTED")

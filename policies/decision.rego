@@ -80,10 +80,17 @@ reconsent_required := data.custos.config.notices.reconsent_required
 # The event and the subject.
 # ---------------------------------------------------------------------------
 
-# The types this policy decides. Rules name the type they apply to as
-# `input.event.type == "..."`, first in their body, so that OPA's rule index
-# skips the rules of other types without evaluating them.
-privacy_types := {
+# The types this policy decides: SPEC §2's privacy.* types, and Custos's own
+# records, which emitters may not send and which record what already happened
+# (a denial, an activation, a key destruction), so no rule below applies to
+# them. Rules name the type they apply to as `input.event.type == "..."`, so
+# that OPA's rule index skips the rules of other types without evaluating
+# them; the sets are literals for the same reason.
+#
+# Note on negation: "not x in s" and "not f(x)" are undefined, not true, when x
+# is undefined (the argument is evaluated outside the negation), so negated
+# memberships of what may be missing go through helper rules like these.
+type_known if input.event.type in {
 	"privacy.subject.registered",
 	"privacy.notice.published",
 	"privacy.consent.granted",
@@ -96,24 +103,11 @@ privacy_types := {
 	"privacy.rights.completed",
 	"privacy.data.corrected",
 	"privacy.data.erased",
-}
-
-# Custos's own records: emitters may not send them, and they record what
-# already happened (a denial, an activation, a key destruction), so no rule
-# below applies to them.
-system_types := {
 	"custos.decision.denied",
 	"custos.policy.activated",
 	"custos.key.destroyed",
 	"custos.retention.expired",
 }
-
-# Note on negation: "not x in s" and "not f(x)" are undefined, not true, when x
-# is undefined (the argument is evaluated outside the negation), so every
-# negated membership below goes through a helper rule like these.
-type_known if input.event.type in privacy_types
-
-type_known if input.event.type in system_types
 
 event_data := input.event.data
 
@@ -143,7 +137,7 @@ deny contains reason("POLICY_ERROR", "input.now is missing or not an RFC 3339 ti
 # erasure can be closed.
 erasure_exempt if input.event.type == "privacy.rights.completed"
 
-erasure_exempt if input.event.type in system_types
+erasure_exempt if startswith(input.event.type, "custos.")
 
 deny contains reason("SUBJECT_ERASED", "the data subject has been erased") if {
 	input.subject.erased == true

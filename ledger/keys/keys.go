@@ -119,7 +119,7 @@ func classify(err error) error {
 	var re *vault.ResponseError
 	if errors.As(err, &re) {
 		switch {
-		case re.StatusCode == http.StatusNotFound:
+		case re.StatusCode == http.StatusNotFound || (re.StatusCode == http.StatusBadRequest && transitNotFound(re.Errors)):
 			return fmt.Errorf("%w: %v", ErrNotFound, err)
 		case re.StatusCode >= 500 || re.StatusCode == http.StatusTooManyRequests:
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -128,6 +128,18 @@ func classify(err error) error {
 	}
 	// Transport errors: refused connections, timeouts, DNS.
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
+// transitNotFound recognises transit's way of saying a key does not exist:
+// Vault answers 400 (not 404) when a missing key is used, with messages such
+// as "encryption key not found" or "no existing key named x could be found".
+func transitNotFound(msgs []string) bool {
+	for _, m := range msgs {
+		if strings.Contains(m, "key not found") || strings.Contains(m, "could be found") {
+			return true
+		}
+	}
+	return false
 }
 
 // Health checks that Vault answers and the transit mount is usable.

@@ -38,6 +38,7 @@ type Set struct {
 	config   map[string]any
 	rights   rightsTable
 	conv     *converter
+	noCancel topdown.Cancel
 }
 
 // Load reads the set in fsys (see readFiles for which files count), compiles
@@ -90,6 +91,7 @@ func Load(ctx context.Context, fsys fs.FS) (*Set, error) {
 		config:   config,
 		rights:   rights,
 		conv:     newConverter(c.data),
+		noCancel: topdown.NewCancel(),
 	}, nil
 }
 
@@ -200,9 +202,10 @@ func (s *Set) decide(ctx context.Context, in *Input) Decision {
 	if err != nil {
 		return policyError("the input cannot be given to the policy")
 	}
-	// A decision takes microseconds: evaluating without the cancellation
-	// spares OPA starting a goroutine per evaluation to watch ctx.Done.
-	rs, err := s.query.Eval(context.WithoutCancel(ctx), rego.EvalParsedInput(v))
+	// A decision takes microseconds, so it is not cancelled midway: the
+	// never-cancelled external cancel spares OPA starting a goroutine per
+	// evaluation to watch ctx.
+	rs, err := s.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalExternalCancel(s.noCancel))
 	if err != nil {
 		return policyError(describeEvalError(err))
 	}

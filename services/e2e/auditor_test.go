@@ -37,10 +37,11 @@ func (h *harness) fill(em *client.Client, n int) {
 	var wg sync.WaitGroup
 	errs := make(chan error, n/batch+1)
 	sem := make(chan struct{}, 4)
+	run := uniq("fill")
 	for i := 0; i < n; i += batch {
 		var events []map[string]any
 		for j := i; j < i+batch && j < n; j++ {
-			events = append(events, h.ev("privacy.subject.registered", fmt.Sprintf("fill-%d", j), fmt.Sprintf("fill-user-%d", j), map[string]any{"residence": "CN", "age": 20 + j%50}))
+			events = append(events, h.ev("privacy.subject.registered", fmt.Sprintf("%s-%d", run, j), fmt.Sprintf("%s-user-%d", run, j), map[string]any{"residence": "CN", "age": 20 + j%50}))
 		}
 		b, _ := json.Marshal(events)
 		wg.Add(1)
@@ -55,13 +56,14 @@ func (h *harness) fill(em *client.Client, n int) {
 			}
 			var res struct {
 				Results []struct {
-					Status int `json:"status"`
+					Status int             `json:"status"`
+					Error  json.RawMessage `json:"error"`
 				} `json:"results"`
 			}
 			_ = json.Unmarshal(body, &res)
 			for _, r := range res.Results {
 				if r.Status != http.StatusCreated {
-					errs <- fmt.Errorf("batch entry status %d", r.Status)
+					errs <- fmt.Errorf("batch entry status %d: %s", r.Status, r.Error)
 					return
 				}
 			}

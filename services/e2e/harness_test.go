@@ -71,7 +71,10 @@ type harness struct {
 	clock *clock
 	logs  *syncBuffer
 	admin *client.Client
+	aud   *client.Client
 }
+
+type clientT = client.Client
 
 const shopSource = "https://shop.example/orders"
 

@@ -446,6 +446,34 @@ func (s *Server) handleTransfers(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// CurrentValue is the current value of one personal field in an export.
+type CurrentValue struct {
+	Value  any    `json:"value"`
+	Seq    uint64 `json:"seq"`
+	Source string `json:"source_type"`
+}
+
+// Export is the portability document of GET /v1/subjects/{subject}/export
+// (docs/schemas/export.schema.json).
+type Export struct {
+	Schema        string                  `json:"schema"`
+	Subject       string                  `json:"subject"`
+	Pseudonym     string                  `json:"pseudonym"`
+	ExportedAt    time.Time               `json:"exported_at"`
+	Erased        bool                    `json:"erased"`
+	State         SubjectState            `json:"state"`
+	CurrentValues map[string]CurrentValue `json:"current_values"`
+	ErasedFields  []string                `json:"erased_fields"`
+	Consents      []ledger.ExportEvent    `json:"consent_history"`
+	Collections   []ledger.ExportEvent    `json:"collections"`
+	Corrections   []ledger.ExportEvent    `json:"corrections"`
+	Uses          []ledger.ExportEvent    `json:"uses"`
+	Sharings      []ledger.ExportEvent    `json:"sharings"`
+	Transfers     []ledger.ExportEvent    `json:"transfers"`
+	Requests      []ledger.ExportEvent    `json:"rights_requests"`
+	Events        []ledger.ExportEvent    `json:"events"`
+}
+
 func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) error {
 	subject := r.PathValue("subject")
 	p := s.l.Pseudonym(subject)
@@ -457,14 +485,55 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) error {
 		return errorf(CodeNotFound, "no events for this subject")
 	}
 	now := s.l.Now().UTC()
-	writeJSON(w, http.StatusOK, map[string]any{
-		"schema":      "https://custos.dev/schemas/export.schema.json",
-		"subject":     subject,
-		"pseudonym":   p,
-		"exported_at": now,
-		"state":       s.stateView(sub, now),
-		"events":      events,
-	})
+	out := Export{
+		Schema: "https://custos.dev/schemas/export.schema.json", Subject: subject, Pseudonym: p, ExportedAt: now,
+		Erased: sub.Erased, State: s.stateView(sub, now), CurrentValues: map[string]CurrentValue{}, ErasedFields: []string{},
+		Consents: []ledger.ExportEvent{}, Collections: []ledger.ExportEvent{}, Corrections: []ledger.ExportEvent{},
+		Uses: []ledger.ExportEvent{}, Sharings: []ledger.ExportEvent{}, Transfers: []ledger.ExportEvent{},
+		Requests: []ledger.ExportEvent{}, Events: events,
+	}
+	erased := map[string]bool{}
+	for _, e := range events {
+		switch e.Type {
+		case "privacy.consent.granted", "privacy.consent.withdrawn":
+			out.Consents = append(out.Consents, e)
+		case "privacy.data.collected", "privacy.data.corrected":
+			if e.Type == "privacy.data.collected" {
+				out.Collections = append(out.Collections, e)
+			} else {
+				out.Corrections = append(out.Corrections, e)
+			}
+			// Later values replace earlier ones: a correction makes its
+			// values the current ones, the history keeps both.
+			var d struct {
+				Fields map[string]any `json:"fields"`
+			}
+			_ = json.Unmarshal(e.Data, &d)
+			for name := range d.Fields {
+				v, ok := e.Personal["fields."+name]
+				if e.Erased || !ok {
+					delete(out.CurrentValues, name)
+					erased[name] = true
+					continue
+				}
+				out.CurrentValues[name] = CurrentValue{Value: v, Seq: e.Seq, Source: e.Type}
+				delete(erased, name)
+			}
+		case "privacy.data.used":
+			out.Uses = append(out.Uses, e)
+		case "privacy.data.shared":
+			out.Sharings = append(out.Sharings, e)
+		case "privacy.data.transferred":
+			out.Transfers = append(out.Transfers, e)
+		case "privacy.rights.requested", "privacy.rights.completed":
+			out.Requests = append(out.Requests, e)
+		}
+	}
+	for name := range erased {
+		out.ErasedFields = append(out.ErasedFields, name)
+	}
+	sort.Strings(out.ErasedFields)
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -201,6 +201,9 @@ func (s *Server) loadToken(dir string) error {
 func (s *Server) loadState() error {
 	plain, err := s.store.readSealed(stateFile)
 	if errors.Is(err, fs.ErrNotExist) {
+		if hasSealedState(s.store.dir) {
+			return fmt.Errorf("%w: %s is missing but key files exist", ErrCorrupt, stateFile)
+		}
 		now := time.Now().UTC()
 		s.state = persistedState{
 			Version:       1,
@@ -210,13 +213,11 @@ func (s *Server) loadState() error {
 			TokenCreated:  now,
 		}
 		info := mountInfo{Path: defaultMount, UUID: newUUID(), Accessor: "transit_" + randomID(8), Description: "transit secrets engine of the Custos dev key server", Created: now}
-		if err := mkdirSynced(filepath.Join(s.store.dir, keysDir, info.UUID)); err != nil {
-			return fmt.Errorf("keyserver: %w", err)
-		}
 		s.state.Mounts = []mountInfo{info}
 		if err := s.persistState(s.state); err != nil {
 			return err
 		}
+		// loadKeys creates the mount's directory.
 		s.mounts[info.Path] = &mount{info: info, keys: map[string]*key{}}
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -604,6 +605,12 @@ func TestPersistence(t *testing.T) {
 	if _, err := ts.c.Logical().Read("transit/keys/sig"); err == nil {
 		t.Fatal("a shut-down server still answers")
 	}
+	// A write torn by a crash leaves a temporary file; it is cleared away.
+	torn, _ := filepath.Glob(filepath.Join(dir, keysDir, "*"))
+	tornFile := filepath.Join(torn[0], ".deadbeef.key.123"+tmpSuffix)
+	if err := os.WriteFile(tornFile, []byte("CKS1half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	ts2 := start(t, dir)
 	if ts2.s.RootToken() != token {
@@ -622,6 +629,46 @@ func TestPersistence(t *testing.T) {
 	if read(t, ts2.c, "other/keys/o") == nil {
 		t.Fatal("the extra mount's key was lost across restarts")
 	}
+	if _, err := os.Stat(tornFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("torn temporary file left behind: %v", err)
+	}
+}
+
+func TestServeStopsOnShutdown(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	c := client(t, "http://"+ln.Addr().String(), s.RootToken())
+	if _, err := c.Sys().Health(); err != nil {
+		t.Fatal(err)
+	}
+	// LIST is a method of its own in Vault's API.
+	req, _ := http.NewRequest("LIST", "http://"+ln.Addr().String()+"/v1/transit/keys", nil)
+	req.Header.Set("X-Vault-Token", s.RootToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound { // no keys yet: Vault's 404
+		t.Fatalf("LIST of no keys: %d", resp.StatusCode)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Serve returned %v", err)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
 }
 
 func TestCorruptStateIsRefused(t *testing.T) {
@@ -631,6 +678,15 @@ func TestCorruptStateIsRefused(t *testing.T) {
 	if err := ts.s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	master, err := os.ReadFile(filepath.Join(dir, masterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFiles := func() int {
+		files, _ := filepath.Glob(filepath.Join(dir, keysDir, "*", "*"+keyFileExt))
+		return len(files)
+	}
+
 	if err := os.WriteFile(filepath.Join(dir, masterKeyFile), randomBytes(masterKeySize), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -642,6 +698,24 @@ func TestCorruptStateIsRefused(t *testing.T) {
 	}
 	if _, err := Open(dir); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Open without the master key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, masterKeyFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("a fresh master key was made for a directory holding sealed state")
+	}
+
+	// A lost mount table must not pass for a first start, which would
+	// shred the keys as orphans.
+	if err := os.WriteFile(filepath.Join(dir, masterKeyFile), master, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, stateFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open without the state file: %v", err)
+	}
+	if keyFiles() != 1 {
+		t.Fatal("the key file did not survive a refused Open")
 	}
 }
 

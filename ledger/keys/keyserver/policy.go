@@ -30,8 +30,8 @@ const wirePrefix = "vault:v"
 
 // Messages that transit returns word for word; clients match on some of them.
 const (
-	msgTooOld         = "ciphertext or signature version is disallowed by policy (too old)"
-	msgMissingContext = "missing 'context' for key derivation; the key was created using a derived key, which means additional, per-request information must be included in order to perform operations with the key"
+	msgTooOld          = "ciphertext or signature version is disallowed by policy (too old)"
+	msgMissingContext  = "missing 'context' for key derivation; the key was created using a derived key, which means additional, per-request information must be included in order to perform operations with the key"
 	msgNonceNotAllowed = "provided nonce not allowed for this key"
 )
 

@@ -248,7 +248,7 @@ func loadOrCreateMaster(dir string) (key []byte, created bool, err error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, false, err
 	}
-	if _, err := os.Stat(filepath.Join(dir, stateFile)); err == nil {
+	if hasSealedState(dir) {
 		return nil, false, fmt.Errorf("%w: %s is missing but sealed state exists", ErrCorrupt, masterKeyFile)
 	}
 	key = randomBytes(masterKeySize)
@@ -256,4 +256,23 @@ func loadOrCreateMaster(dir string) (key []byte, created bool, err error) {
 		return nil, false, err
 	}
 	return key, true, nil
+}
+
+// hasSealedState reports whether dir holds a state file or key files: a
+// directory that must not be given a fresh master key or a fresh mount
+// table, which would orphan (and then shred) its keys.
+func hasSealedState(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, stateFile)); err == nil {
+		return true
+	}
+	mounts, _ := os.ReadDir(filepath.Join(dir, keysDir))
+	for _, m := range mounts {
+		if !m.IsDir() {
+			return true
+		}
+		if files, _ := os.ReadDir(filepath.Join(dir, keysDir, m.Name())); len(files) > 0 {
+			return true
+		}
+	}
+	return false
 }
