@@ -96,4 +96,3 @@ func newLogger(w interface{ Write([]byte) (int, error) }, format, level string) 
 	}
 	return nil, fmt.Errorf("--log-format must be text or json")
 }
-

@@ -22,8 +22,8 @@ func TestEveryTypeAccepted(t *testing.T) {
 		h.ev("privacy.subject.registered", "r-1", subj, map[string]any{"residence": "CN", "birth_date": "1990-04-01"}),
 		h.ev("privacy.consent.granted", "c-1", subj, map[string]any{
 			"consent_id": "consent-1", "notice_version": "1.0",
-			"purposes":   []string{"service_provision", "customer_support", "service_improvement"},
-			"categories": []string{"identity.contact", "identity.basic", "usage.behavior", "cookie.analytics"},
+			"purposes":     []string{"service_provision", "customer_support", "service_improvement"},
+			"categories":   []string{"identity.contact", "identity.basic", "usage.behavior", "cookie.analytics"},
 			"destinations": []string{"SG"}, "recipients": []string{"acme-sg"}, "cookies": []string{"cookie.analytics"},
 			"method": "web-form",
 		}),
