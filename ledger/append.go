@@ -10,8 +10,6 @@ import (
 	"hash/fnv"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"custos.dev/ledger/event"
@@ -301,17 +299,12 @@ func (l *Ledger) publish(ctx context.Context, p string, rec *record.Record, msgI
 	if err != nil {
 		return nil, err
 	}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName)}
-	if p != "" {
-		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(last, SubjectFilter(p)))
-	}
-	ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: SubjectFor(p, rec.Type), Data: body}, opts...)
+	ack, err := l.commit(ctx, appendMsg(p, rec.Type, body, msgID, last))
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		if isStale(err) {
 			return nil, errStale
 		}
-		return nil, fmt.Errorf("%w: append: %v", ErrUnavailable, err)
+		return nil, unavailable(err)
 	}
 	leaf := tlog.RecordHash(body)
 	rc := &Receipt{Seq: ack.Sequence, LeafHash: base64.StdEncoding.EncodeToString(leaf[:]), Duplicate: ack.Duplicate}

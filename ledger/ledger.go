@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -100,6 +101,12 @@ type Ledger struct {
 	latest *checkpoint.Checkpoint
 	cpErr  error
 
+	commits       chan commitReq
+	committerDone chan struct{}
+	stopCommitter chan struct{}
+	commitTimeout time.Duration
+	batching      atomic.Bool
+
 	inflight sync.WaitGroup
 	closeMu  sync.RWMutex
 	closed   bool
@@ -140,7 +147,10 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Ledger{opts: o, js: js, log: o.Logger, now: o.Clock, metrics: o.Metrics, tree: tree.New(), failed: make(chan struct{})}
+	l := &Ledger{opts: o, js: js, log: o.Logger, now: o.Clock, metrics: o.Metrics, tree: tree.New(), failed: make(chan struct{}),
+		commits: make(chan commitReq, maxBatch), committerDone: make(chan struct{}), stopCommitter: make(chan struct{}),
+		commitTimeout: 30 * time.Second}
+	l.batching.Store(true)
 	if l.stream, l.cps, err = EnsureStreams(ctx, js, o.Stream); err != nil {
 		return nil, err
 	}
@@ -180,6 +190,7 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
+	go l.committer(l.stopCommitter)
 	l.done.Add(1)
 	go l.follow(runCtx)
 	started := time.Now()
@@ -271,6 +282,8 @@ func (l *Ledger) Close(ctx context.Context) error {
 	}
 	l.cancel()
 	l.done.Wait()
+	close(l.stopCommitter)
+	<-l.committerDone
 	return nil
 }
 

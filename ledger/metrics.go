@@ -19,6 +19,8 @@ type Metrics struct {
 	checkpoints        prometheus.Counter
 	checkpointFailures prometheus.Counter
 	keysDestroyed      prometheus.Counter
+	batchSize          prometheus.Histogram
+	batchFallbacks     prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -53,9 +55,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		keysDestroyed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "custos_subject_keys_destroyed_total", Help: "Subjects crypto-shredded.",
 		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "custos_commit_batch_size", Help: "Events per group commit (one fsync each).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
+		batchFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "custos_commit_batch_fallbacks_total", Help: "Batches refused as a whole and committed one by one.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.appends, m.refusals, m.latency, m.conflicts, m.followed, m.checkpointSize, m.checkpoints, m.checkpointFailures, m.keysDestroyed)
+		reg.MustRegister(m.appends, m.refusals, m.latency, m.conflicts, m.followed, m.checkpointSize, m.checkpoints, m.checkpointFailures, m.keysDestroyed, m.batchSize, m.batchFallbacks)
 	}
 	return m
 }

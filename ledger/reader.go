@@ -36,7 +36,22 @@ type Entry struct {
 	Seq     uint64
 	Subject string // NATS subject
 	Body    []byte // exactly as stored
-	Record  *record.Record
+	// Record is the parsed body when the replay had to parse it (time
+	// filters); otherwise nil: call Parse.
+	Record *record.Record
+}
+
+// Parse returns the parsed record.
+func (e *Entry) Parse() (*record.Record, error) {
+	if e.Record != nil {
+		return e.Record, nil
+	}
+	r, err := record.Unmarshal(e.Body)
+	if err != nil {
+		return nil, err
+	}
+	e.Record = r
+	return r, nil
 }
 
 func (f Filter) natsSubject() string {
@@ -52,8 +67,8 @@ func (f Filter) natsSubject() string {
 }
 
 // Replay calls fn for every record matching f, in sequence order, up to the
-// stream's last sequence when Replay began. Records that do not parse are
-// passed with a nil Record so verifiers can report them.
+// stream's last sequence when Replay began. Bodies are parsed only to apply
+// time filters; a body that does not parse is passed on, never dropped.
 func (r *Reader) Replay(ctx context.Context, f Filter, fn func(Entry) error) error {
 	s, err := r.js.Stream(ctx, StreamName)
 	if err != nil {
@@ -124,15 +139,12 @@ func replayStream(ctx context.Context, s jetstream.Stream, f Filter, fn func(Ent
 			return nil
 		}
 		e := Entry{Seq: seq, Subject: msg.Subject(), Body: msg.Data()}
-		if rec, err := record.Unmarshal(e.Body); err == nil {
-			e.Record = rec
-			if t := rec.EventTime(); (!f.Since.IsZero() && t.Before(f.Since)) || (!f.Until.IsZero() && !t.Before(f.Until)) {
-				continue
+		if !f.Since.IsZero() || !f.Until.IsZero() {
+			if rec, err := e.Parse(); err == nil {
+				if t := rec.EventTime(); (!f.Since.IsZero() && t.Before(f.Since)) || (!f.Until.IsZero() && !t.Before(f.Until)) {
+					continue
+				}
 			}
-		} else if !f.Since.IsZero() || !f.Until.IsZero() {
-			// A record without a readable time cannot be time-filtered;
-			// pass it so that it is seen rather than silently dropped.
-			e.Record = nil
 		}
 		if err := fn(e); err != nil {
 			if errors.Is(err, ErrStop) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"custos.dev/ledger/pii"
@@ -20,10 +21,11 @@ func (l *Ledger) SubjectAt(ctx context.Context, p string, at time.Time) (*state.
 	}
 	s := state.NewSubject(p)
 	err := NewReader(l.js).Replay(ctx, f, func(e Entry) error {
-		if e.Record == nil {
-			return ErrIntegrity
+		r, err := e.Parse()
+		if err != nil {
+			return fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, e.Seq, err)
 		}
-		return s.Apply(e.Seq, e.Record)
+		return s.Apply(e.Seq, r)
 	})
 	if err != nil {
 		return nil, err
@@ -51,10 +53,10 @@ func (l *Ledger) Export(ctx context.Context, p string) ([]ExportEvent, *state.Su
 	s := state.NewSubject(p)
 	keyGone := false
 	err := NewReader(l.js).Replay(ctx, Filter{Pseudonym: p}, func(e Entry) error {
-		if e.Record == nil {
-			return ErrIntegrity
+		r, err := e.Parse()
+		if err != nil {
+			return fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, e.Seq, err)
 		}
-		r := e.Record
 		if err := s.Apply(e.Seq, r); err != nil {
 			return err
 		}

@@ -155,10 +155,6 @@ gap_message(code, what, missing) := sprintf("the consent covering %s has been wi
 # passes, and why.
 # ---------------------------------------------------------------------------
 
-# Categories a consent must list; cookie categories are governed by the cookie
-# rule instead.
-consent_categories := {k | some k in input.event.data.categories; not startswith(k, "cookie.")}
-
 # The fast path reads the input directly and may miss a coverage the stages
 # would find (with a malformed consent, say); it never claims one they would
 # not, so the stages decide whenever it fails.
@@ -182,14 +178,25 @@ covered_by_one if {
 
 covers_all(c, p) if {
 	covers_recipient(c)
-	every k in consent_categories {
-		k in c.categories
-		not k in c.withdrawn_scope.categories
-	}
+	is_array(c.categories)
+	not category_missing(c)
 	not p in c.withdrawn_scope.purposes
 	c.withdrawn == false
 	not expired(c)
 	not superseded(c)
+}
+
+# c.categories is an array here: were it missing, the negation would fail
+# rather than hold.
+category_missing(c) if {
+	some k in input.event.data.categories
+	not startswith(k, "cookie.")
+	not k in c.categories
+}
+
+category_missing(c) if {
+	some k in input.event.data.categories
+	k in c.withdrawn_scope.categories
 }
 
 # What no single consent covers, stage by stage (below).
@@ -267,15 +274,15 @@ consent_gap contains reason(code, gap_message(code, what, sprintf("no consent co
 }
 
 # Stage 3: the recipient; a consent that lists recipients covers only those.
-recipient_needed := event_data.recipient if input.event.type == "privacy.data.shared"
+recipient_needed := input.event.data.recipient if input.event.type == "privacy.data.shared"
 
-recipient_needed := event_data.recipient if input.event.type == "privacy.data.transferred"
+recipient_needed := input.event.data.recipient if input.event.type == "privacy.data.transferred"
 
-covers_recipient(_) if not recipient_needed
+covers_recipient(c) if recipient_needed in c.recipients
 
 covers_recipient(c) if not c.recipients[0]
 
-covers_recipient(c) if recipient_needed in c.recipients
+covers_recipient(_) if not recipient_needed
 
 recipient_named contains i if {
 	some i in purpose_named
@@ -297,7 +304,8 @@ consent_gap contains reason(code, gap_message(code, what, sprintf("no consent co
 # Stage 4: each category. Cookie categories are governed by the cookie rule.
 uncovered_categories contains k if {
 	count(recipient_active) > 0
-	some k in consent_categories
+	some k in input.event.data.categories
+	not startswith(k, "cookie.")
 	not category_covered(k)
 }
 
@@ -350,7 +358,7 @@ cookie_covered(k) if {
 }
 
 deny contains reason(code, gap_message(code, what, sprintf("no consent allows %s", [what]))) if {
-	some k in event_data.categories
+	some k in input.event.data.categories
 	startswith(k, "cookie.")
 	not k in necessary_cookies
 	cookie_checked

@@ -181,3 +181,7 @@ test_cookie_rule_applies_to_exempt_purpose if {
 	inp := input_for("privacy.data.used", used({"categories": ["cookie.analytics"], "purpose": "security"}), adult([]))
 	denied_only(inp, "COOKIE_CONSENT_REQUIRED")
 }
+
+test_used_under_consent_listing_recipients if {
+	allowed(input_for("privacy.data.used", used({}), adult([consent({"recipients": ["acme"]})])))
+}

@@ -11,11 +11,9 @@ package custos.decision
 # The decision: query data.custos.decision.decision.
 # ---------------------------------------------------------------------------
 
-decision := {
-	"allow": allow,
-	"reasons": reasons,
-	"obligations": obligations,
-}
+decision := {"allow": true, "reasons": [], "obligations": sort(obligation)} if {
+	allow
+} else := {"allow": false, "reasons": reasons, "obligations": []}
 
 default allow := false
 
@@ -33,10 +31,6 @@ reasons := [r |
 		"message": concat("; ", sort({d.message | some d in deny; d.code == code})),
 	}
 ]
-
-default obligations := []
-
-obligations := sort(obligation) if allow
 
 reason(code, message) := {"code": code, "message": message}
 

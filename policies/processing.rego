@@ -13,7 +13,7 @@ processing if input.event.type == "privacy.data.shared"
 processing if input.event.type == "privacy.data.transferred"
 
 # A missing purpose is "(none)", which no consent or setting names.
-event_purpose := object.get(event_data, "purpose", "(none)")
+event_purpose := object.get(input.event.data, "purpose", "(none)")
 
 # Personal information is used only for the purposes of the privacy policy
 # (its section 2).
@@ -29,20 +29,20 @@ deny contains reason("PURPOSE_NOT_ALLOWED", sprintf("purpose %s is not an allowe
 # is not personal information and never crosses the border as such.
 xborder_dest := d if {
 	input.event.type == "privacy.data.transferred"
-	d := object.get(event_data, "to_region", "")
+	d := object.get(input.event.data, "to_region", "")
 	not d in storage_regions
 }
 
 xborder_dest := d if {
 	input.event.type == "privacy.data.shared"
 	not event_data.basis == "anonymized"
-	d := object.get(event_data, "region", "")
+	d := object.get(input.event.data, "region", "")
 	not d in storage_regions
 }
 
 xborder_dest := d if {
 	input.event.type == "privacy.data.collected"
-	d := object.get(event_data, "storage_region", "")
+	d := object.get(input.event.data, "storage_region", "")
 	not d in storage_regions
 }
 
@@ -85,7 +85,7 @@ deny contains reason("NO_TRANSFER_MECHANISM", "a cross-border transfer needs a l
 	not mechanism_lawful
 }
 
-mechanism_lawful if event_data.mechanism in transfer_mechanisms
+mechanism_lawful if input.event.data.mechanism in transfer_mechanisms
 
 # Minors use the services only with their guardian's consent (privacy policy
 # section 7): collecting their data needs a guardian's consent in force even

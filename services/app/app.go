@@ -114,9 +114,9 @@ func (c *Config) defaults() {
 
 // Start brings Custos up and returns once the API is listening and the
 // ledger has been replayed. Close stops it.
-func Start(ctx context.Context, cfg Config) (a *App, err error) {
+func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	cfg.defaults()
-	a = &App{cfg: cfg, log: cfg.Logger, Registry: prometheus.NewRegistry(), bg: make(chan struct{})}
+	a := &App{cfg: cfg, log: cfg.Logger, Registry: prometheus.NewRegistry(), bg: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			a.teardown()

@@ -87,7 +87,7 @@ func (e *env) root() *cobra.Command {
 	root.PersistentFlags().StringVar(&e.server, "server", "http://127.0.0.1:8080", "Custos server URL (client commands)")
 	root.PersistentFlags().StringVar(&e.token, "token", "", "API token (default $CUSTOS_TOKEN)")
 	root.AddCommand(e.serveCmd(), e.tokenCmd(), e.emitCmd(), e.replayCmd(), e.verifyCmd(), e.auditCmd(),
-		e.policyCmd(), e.transfersCmd(), e.rightsCmd(), e.versionCmd())
+		e.policyCmd(), e.transfersCmd(), e.rightsCmd(), e.versionCmd(), e.benchCmd())
 	return root
 }
 

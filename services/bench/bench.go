@@ -1,0 +1,409 @@
+// Package bench measures Custos against the engines it runs on, in one run
+// on one machine, and reports each Custos figure next to its raw ceiling
+// as a ratio (docs/performance.md). It backs `custos bench` and the Go
+// benchmarks.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"custos.dev/ledger"
+	"custos.dev/ledger/policy"
+	"custos.dev/ledger/verify"
+	"custos.dev/services/app"
+	"custos.dev/services/client"
+	"custos.dev/services/natsd"
+)
+
+// Config of a run.
+type Config struct {
+	Events    int // events through Custos (and messages through raw NATS)
+	Clients   int // concurrent clients
+	Decisions int // in-process policy evaluations
+	Dir       string
+	Progress  func(stage string)
+}
+
+// Result is one run's figures.
+type Result struct {
+	Machine  Machine `json:"machine"`
+	Events   int     `json:"events"`
+	Clients  int     `json:"clients"`
+	BodySize int     `json:"typical_body_bytes"`
+
+	RawAsyncPublish  float64 `json:"raw_async_publish_msgs_per_s"`
+	RawSyncPublish   float64 `json:"raw_sync_publish_msgs_per_s"`
+	RawRead          float64 `json:"raw_ordered_read_msgs_per_s"`
+	Ingest           float64 `json:"custos_ingest_events_per_s"`
+	IngestP50ms      float64 `json:"custos_ingest_p50_ms"`
+	IngestP99ms      float64 `json:"custos_ingest_p99_ms"`
+	DecisionP50us    float64 `json:"decision_p50_us"`
+	DecisionP99us    float64 `json:"decision_p99_us"`
+	DecisionsPerSec  float64 `json:"decisions_per_s"`
+	Verify           float64 `json:"custos_verify_events_per_s"`
+	VaultCalls       uint64  `json:"vault_calls"`
+	VaultPer100k     float64 `json:"vault_calls_per_100k_events"`
+	Subjects         int     `json:"subjects"`
+	Checkpoints      int     `json:"checkpoints"`
+	MeanCommitBatch  float64 `json:"mean_commit_batch"`
+	IngestVsAsync    float64 `json:"ratio_ingest_to_raw_async_publish"`
+	IngestVsSync     float64 `json:"ratio_ingest_to_raw_per_message_sync"`
+	VerifyVsRawRead  float64 `json:"ratio_verify_to_raw_read"`
+	TargetsMet       Targets `json:"targets"`
+	DurationSeconds  float64 `json:"duration_seconds"`
+	SyncAlways       bool    `json:"sync_always"`
+	NATSServer       string  `json:"nats_server"`
+	GoVersion        string  `json:"go"`
+	IngestErrors     int64   `json:"ingest_errors"`
+	RawStallsBackoff int64   `json:"raw_publish_stall_backoffs"`
+}
+
+// Targets are issue 9's goals as ratios.
+type Targets struct {
+	IngestHalfOfRaw bool `json:"ingest_ge_0_5_raw_async"`
+	VerifyHalfOfRaw bool `json:"verify_ge_0_5_raw_read"`
+	DecisionP99     bool `json:"decision_p99_le_100us"`
+	GroupCommit4x   bool `json:"durable_ingest_ge_4x_per_message_sync"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs int    `json:"cpus"`
+	OS   string `json:"os"`
+	Arch string `json:"arch"`
+}
+
+const benchSource = "https://bench.example/load"
+
+// Run performs every measurement in sequence on a fresh data directory.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Events <= 0 {
+		cfg.Events = 20000
+	}
+	if cfg.Clients <= 0 {
+		cfg.Clients = 64
+	}
+	if cfg.Decisions <= 0 {
+		cfg.Decisions = 20000
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = func(string) {}
+	}
+	started := time.Now()
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "custos-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	res := &Result{Events: cfg.Events, Clients: cfg.Clients, SyncAlways: true, GoVersion: runtime.Version(),
+		Machine: Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH}}
+
+	// Custos first: it also gives the typical stored body size for the raw runs.
+	cfg.Progress("custos ingest")
+	a, err := app.Start(ctx, app.Config{
+		DataDir: dir + "/custos", Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RatePerToken: 1e9,
+		CheckpointInterval: time.Second, RetentionInterval: time.Hour,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close(context.Background())
+	if err := ingest(ctx, a, cfg, res); err != nil {
+		return nil, err
+	}
+	if err := a.Ledger.SignNow(ctx); err != nil {
+		return nil, err
+	}
+	n, _ := a.Ledger.Tree().Size(), 0
+	_, body, err := a.Ledger.GetRecord(ctx, uint64(n))
+	if err != nil {
+		return nil, err
+	}
+	res.BodySize = len(body)
+
+	cfg.Progress("decisions")
+	decisions(ctx, a.Engine.Active(), cfg.Decisions, res)
+
+	cfg.Progress("verify")
+	js, _ := jetstream.New(a.Conn())
+	vstart := time.Now()
+	rep, err := verify.Run(ctx, ledger.NewReader(js).Source(), verify.Options{VerifierKey: a.Ledger.VerifierKey()})
+	if err != nil {
+		return nil, err
+	}
+	if !rep.OK {
+		return nil, fmt.Errorf("verify failed on the benchmark ledger: %s", rep.Problem)
+	}
+	res.Verify = float64(rep.Events) / time.Since(vstart).Seconds()
+	res.Checkpoints = rep.Checkpoints
+
+	cfg.Progress("raw JetStream")
+	if err := raw(ctx, dir+"/raw", cfg, res); err != nil {
+		return nil, err
+	}
+	res.IngestVsAsync = res.Ingest / res.RawAsyncPublish
+	res.IngestVsSync = res.Ingest / res.RawSyncPublish
+	res.VerifyVsRawRead = res.Verify / res.RawRead
+	res.TargetsMet = Targets{
+		IngestHalfOfRaw: res.IngestVsAsync >= 0.5,
+		VerifyHalfOfRaw: res.VerifyVsRawRead >= 0.5,
+		DecisionP99:     res.DecisionP99us <= 100,
+		GroupCommit4x:   res.IngestVsSync >= 4,
+	}
+	res.DurationSeconds = time.Since(started).Seconds()
+	return res, nil
+}
+
+func ingest(ctx context.Context, a *app.App, cfg Config, res *Result) error {
+	admin := client.New(a.URL, a.AdminToken)
+	tok, err := admin.CreateToken(ctx, "emitter", benchSource)
+	if err != nil {
+		return err
+	}
+	c := client.New(a.URL, tok.Token)
+	c.HTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients * 2}, Timeout: time.Minute}
+	// Subjects: one registration each, then their events. About one subject
+	// per 20 events, as a platform with returning users would have.
+	subjects := max(cfg.Events/20, cfg.Clients)
+	res.Subjects = subjects
+	now := time.Now().UTC().Format(time.RFC3339)
+	mk := func(i int) []byte {
+		subj := fmt.Sprintf("bench-user-%d", i%subjects)
+		var e map[string]any
+		if i < subjects {
+			e = map[string]any{"type": "privacy.subject.registered", "data": map[string]any{"residence": "CN", "age": 20 + i%50}}
+		} else {
+			e = map[string]any{"type": "privacy.data.used", "data": map[string]any{"categories": []string{"usage.behavior"}, "purpose": "security"}}
+		}
+		e["specversion"], e["id"], e["source"], e["subject"], e["time"], e["datacontenttype"] = "1.0", fmt.Sprintf("b-%d", i), benchSource, subj, now, "application/json"
+		b, _ := json.Marshal(e)
+		return b
+	}
+	callsBefore := a.Keys.Calls()
+	lat := make([]time.Duration, cfg.Events)
+	var next atomic.Int64
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	// Registrations first, so later events find their subject registered.
+	phase := func(from, to int) {
+		next.Store(int64(from))
+		for w := 0; w < cfg.Clients; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= to {
+						return
+					}
+					body := mk(i)
+					t0 := time.Now()
+					if _, _, err := c.Emit(ctx, body, "application/cloudevents+json"); err != nil {
+						errs.Add(1)
+					}
+					lat[i] = time.Since(t0)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	t0 := time.Now()
+	phase(0, subjects)
+	phase(subjects, cfg.Events)
+	el := time.Since(t0)
+	res.IngestErrors = errs.Load()
+	if res.IngestErrors > 0 {
+		return fmt.Errorf("%d of %d events failed during the ingest benchmark", res.IngestErrors, cfg.Events)
+	}
+	res.Ingest = float64(cfg.Events) / el.Seconds()
+	res.IngestP50ms, res.IngestP99ms = pct(lat, 50).Seconds()*1000, pct(lat, 99).Seconds()*1000
+	res.VaultCalls = a.Keys.Calls() - callsBefore
+	res.VaultPer100k = float64(res.VaultCalls) / float64(cfg.Events) * 100000
+	res.MeanCommitBatch = meanBatch(a)
+	return nil
+}
+
+func meanBatch(a *app.App) float64 {
+	mfs, err := a.Registry.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "custos_commit_batch_size" && len(mf.Metric) > 0 {
+			h := mf.Metric[0].GetHistogram()
+			if h.GetSampleCount() > 0 {
+				return h.GetSampleSum() / float64(h.GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	return s[(len(s)-1)*p/100]
+}
+
+// decisions evaluates a cross-border transfer for a subject holding five
+// consents, the policy's most expensive common case.
+func decisions(ctx context.Context, set *policy.Set, n int, res *Result) {
+	in := DecisionInput()
+	lat := make([]time.Duration, n)
+	for i := 0; i < 500; i++ {
+		set.Decide(ctx, in)
+	}
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		s := time.Now()
+		set.Decide(ctx, in)
+		lat[i] = time.Since(s)
+	}
+	el := time.Since(t0)
+	res.DecisionsPerSec = float64(n) / el.Seconds()
+	res.DecisionP50us = float64(pct(lat, 50).Nanoseconds()) / 1000
+	res.DecisionP99us = float64(pct(lat, 99).Nanoseconds()) / 1000
+}
+
+// DecisionInput is the benchmark's decision: a transfer CN→SG by an adult
+// with five consents.
+func DecisionInput() *policy.Input {
+	now := time.Now().UTC()
+	age := 30
+	st := policy.SubjectState{Registered: true, Residence: "CN", Age: &age, ErasedCategories: []string{}, LastSeq: 40}
+	for i := 0; i < 5; i++ {
+		st.Consents = append(st.Consents, policy.ConsentState{
+			ConsentID: fmt.Sprintf("c-%d", i), NoticeVersion: "1.0",
+			Purposes: []string{"service_provision", "customer_support"}, Categories: []string{"identity.contact", "usage.device"},
+			Destinations: []string{"SG"}, Recipients: []string{}, Cookies: []string{}, GrantedAt: now.Add(-time.Hour),
+			WithdrawnScope: policy.Scope{Purposes: []string{}, Destinations: []string{}, Cookies: []string{}, Categories: []string{}},
+		})
+	}
+	return &policy.Input{
+		Now: now,
+		Event: policy.EventInput{Type: "privacy.data.transferred", Source: benchSource, ID: "d-1", Time: now, Subject: "p1",
+			Data: map[string]any{"transfer_id": "t", "recipient": "acme-sg", "from_region": "CN", "to_region": "SG",
+				"categories": []any{"identity.contact"}, "purpose": "customer_support", "mechanism": "standard_contract"}},
+		Subject: st,
+		Notices: policy.Notices{Versions: []policy.NoticeVersion{}},
+	}
+}
+
+// raw measures the engine alone: a fresh embedded server with the same
+// durability (fsync every message), the same stream settings, messages the
+// size of a typical stored event.
+func raw(ctx context.Context, dir string, cfg Config, res *Result) error {
+	srv, err := natsd.Start(natsd.Config{Dir: dir, Listen: "127.0.0.1:0"})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	res.NATSServer = "embedded nats-server (SyncAlways)"
+	nc, err := srv.Custos.Connect("bench-raw")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return err
+	}
+	s, _, err := ledger.EnsureStreams(ctx, js, ledger.StreamOptions{})
+	if err != nil {
+		return err
+	}
+	payload := make([]byte, max(res.BodySize, 256))
+	for i := range payload {
+		payload[i] = 'a' + byte(i%26)
+	}
+	// Async publish, every message acked. With SyncAlways the acks come in
+	// bursts; a stall is back-pressure, so wait for acks and go on.
+	n := cfg.Events
+	t0 := time.Now()
+	var futures []jetstream.PubAckFuture
+	for i := 0; i < n; i++ {
+		for {
+			f, err := js.PublishAsync(fmt.Sprintf("ledger.s.p%d.raw", i%1000), payload)
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				res.RawStallsBackoff++
+				select {
+				case <-js.PublishAsyncComplete():
+				case <-time.After(5 * time.Second):
+				}
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("raw async publish: %w", err)
+			}
+			futures = append(futures, f)
+			break
+		}
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("raw async publish ack: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	res.RawAsyncPublish = float64(n) / time.Since(t0).Seconds()
+
+	// The per-message durable ceiling: one synchronous publish at a time,
+	// each waiting for its fsync'd ack.
+	m := min(n, 3000)
+	t0 = time.Now()
+	for i := 0; i < m; i++ {
+		if _, err := js.Publish(ctx, "ledger.s.sync.raw", payload); err != nil {
+			return fmt.Errorf("raw sync publish: %w", err)
+		}
+	}
+	res.RawSyncPublish = float64(m) / time.Since(t0).Seconds()
+
+	// Ordered-consumer read of the whole stream.
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	total := info.State.Msgs
+	t0 = time.Now()
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	for count := uint64(0); count < total; count++ {
+		if _, err := it.Next(); err != nil {
+			return fmt.Errorf("raw read: %w", err)
+		}
+	}
+	res.RawRead = float64(total) / time.Since(t0).Seconds()
+	return nil
+}

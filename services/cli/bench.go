@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"custos.dev/services/bench"
+)
+
+func (e *env) benchCmd() *cobra.Command {
+	var cfg bench.Config
+	var cpuProfile string
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure Custos against raw NATS JetStream on this machine and print the ratios",
+		Long: `Start a fresh embedded Custos (NATS with fsync on every message, the built-in
+policies, the dev key server) and, in the same run, a raw embedded NATS with
+the same durability; measure raw async publish, raw per-message synchronous
+publish, raw ordered reads, Custos ingest over HTTP with concurrent clients
+(p50/p99), in-process policy decisions (p50/p99), custos verify, and Vault
+calls per 100k events. Every Custos figure is printed next to its raw
+ceiling as a ratio.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return withCode(ExitUsage, err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return withCode(ExitUsage, err)
+				}
+				defer pprof.StopCPUProfile()
+			}
+			started := time.Now()
+			cfg.Progress = func(stage string) {
+				fmt.Fprintf(e.stderr, "[%5.1fs] %s\n", time.Since(started).Seconds(), stage)
+			}
+			res, err := bench.Run(cmd.Context(), cfg)
+			if err != nil {
+				return withCode(ExitUsage, err)
+			}
+			return e.print(res, func(w io.Writer) {
+				fmt.Fprintf(w, "machine: %d CPUs %s/%s, %s; %d events, %d clients, stored body %d B\n\n",
+					res.Machine.CPUs, res.Machine.OS, res.Machine.Arch, res.GoVersion, res.Events, res.Clients, res.BodySize)
+				fmt.Fprintf(w, "%-44s %12s %14s %8s\n", "measure", "custos", "raw ceiling", "ratio")
+				row := func(name string, c, r float64) { fmt.Fprintf(w, "%-44s %12.0f %14.0f %8.2f\n", name, c, r, c/r) }
+				row("ingest events/s vs raw async publish", res.Ingest, res.RawAsyncPublish)
+				row("ingest events/s vs raw per-message sync", res.Ingest, res.RawSyncPublish)
+				row("verify events/s vs raw ordered read", res.Verify, res.RawRead)
+				fmt.Fprintf(w, "\ningest latency p50 %.2f ms, p99 %.2f ms; mean group commit %.1f events/fsync\n", res.IngestP50ms, res.IngestP99ms, res.MeanCommitBatch)
+				fmt.Fprintf(w, "decision p50 %.1f µs, p99 %.1f µs, %.0f decisions/s\n", res.DecisionP50us, res.DecisionP99us, res.DecisionsPerSec)
+				fmt.Fprintf(w, "Vault calls: %d for %d events and %d subjects (%.0f per 100k events)\n", res.VaultCalls, res.Events, res.Subjects, res.VaultPer100k)
+				fmt.Fprintf(w, "targets: %+v\n", res.TargetsMet)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Events, "events", 20000, "events to ingest (and raw messages to publish)")
+	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
+	f.IntVar(&cfg.Decisions, "decisions", 20000, "policy decisions to time")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run (go tool pprof) to this file")
+	f.StringVar(&cfg.Dir, "dir", "", "work directory (default: a temporary one, removed afterwards)")
+	return cmd
+}
