@@ -134,6 +134,14 @@ func (l *Ledger) integrate(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		leader := l.lease.held(ctx)
+		l.leader.Store(leader)
+		if leader {
+			l.metrics.integrator.Set(1)
+		} else {
+			l.metrics.integrator.Set(0)
+			continue
+		}
 		if err := l.signOnce(ctx); err != nil && ctx.Err() == nil {
 			l.cpMu.Lock()
 			l.cpErr = err
@@ -143,6 +151,10 @@ func (l *Ledger) integrate(ctx context.Context) {
 		}
 	}
 }
+
+// IsIntegrator reports whether this process currently holds the
+// integrator lease and signs checkpoints.
+func (l *Ledger) IsIntegrator() bool { return l.leader.Load() }
 
 // SignNow signs a checkpoint of the current tree if it grew; tests and
 // shutdown use it to avoid waiting for the ticker.

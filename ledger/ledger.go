@@ -97,6 +97,8 @@ type Ledger struct {
 	locks [256]sync.Mutex // per-subject serialization, striped
 
 	signMu sync.Mutex
+	lease  *integratorLease
+	leader atomic.Bool
 	cpMu   sync.RWMutex
 	latest *checkpoint.Checkpoint
 	cpErr  error
@@ -176,6 +178,7 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	}
 	l.pseud = pii.NewPseudonymizer(pkey)
 	l.keyring = pii.NewKeyring(o.Keys, keysKV, o.KeyCacheTTL, o.Clock)
+	l.lease = newLease(meta, o.CheckpointInterval)
 	l.sealed = pii.NewStore(piiKV, piiStream)
 	if l.signer, err = checkpoint.NewSigner(ctx, o.Keys, checkpoint.DefaultKeyName, o.Origin); err != nil {
 		return nil, err

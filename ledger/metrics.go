@@ -21,6 +21,7 @@ type Metrics struct {
 	keysDestroyed      prometheus.Counter
 	batchSize          prometheus.Histogram
 	batchFallbacks     prometheus.Counter
+	integrator         prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -59,12 +60,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "custos_commit_batch_size", Help: "Events per group commit (one fsync each).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
 		}),
+		integrator: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "custos_integrator", Help: "1 when this process holds the integrator lease and signs checkpoints.",
+		}),
 		batchFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "custos_commit_batch_fallbacks_total", Help: "Batches refused as a whole and committed one by one.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.appends, m.refusals, m.latency, m.conflicts, m.followed, m.checkpointSize, m.checkpoints, m.checkpointFailures, m.keysDestroyed, m.batchSize, m.batchFallbacks)
+		reg.MustRegister(m.appends, m.refusals, m.latency, m.conflicts, m.followed, m.checkpointSize, m.checkpoints, m.checkpointFailures, m.keysDestroyed, m.batchSize, m.batchFallbacks, m.integrator)
 	}
 	return m
 }

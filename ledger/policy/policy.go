@@ -68,10 +68,14 @@ func Load(ctx context.Context, fsys fs.FS) (*Set, error) {
 			len(report.Failed), len(report.Failed)+len(report.Passed), strings.Join(names, ", "))
 	}
 
+	data, err := c.dataValue()
+	if err != nil {
+		return nil, err
+	}
 	query, err := rego.New(
 		rego.Query(decisionQuery),
 		rego.Compiler(c.compiler),
-		rego.Store(inmem.NewFromASTObject(c.dataValue())),
+		rego.Store(inmem.NewFromASTObject(data)),
 		// A built-in that fails (a malformed time, say) must deny with
 		// POLICY_ERROR, not leave a deny rule silently undefined.
 		rego.StrictBuiltinErrors(true),
@@ -97,7 +101,6 @@ func Load(ctx context.Context, fsys fs.FS) (*Set, error) {
 
 // compiled is a parsed and strictly compiled set.
 type compiled struct {
-	files    []file
 	modules  map[string]*ast.Module
 	data     map[string]any
 	compiler *ast.Compiler
@@ -119,7 +122,7 @@ func compile(files []file) (*compiled, error) {
 	if len(c.GetRules(ast.MustParseRef(decisionQuery))) == 0 {
 		return nil, fmt.Errorf("%w: no rule %s", ErrInvalidPolicy, decisionQuery)
 	}
-	return &compiled{files: files, modules: modules, data: data, compiler: c}, nil
+	return &compiled{modules: modules, data: data, compiler: c}, nil
 }
 
 func newCompiler() *ast.Compiler {
@@ -131,13 +134,16 @@ func newCompiler() *ast.Compiler {
 
 // dataValue is the data document as an AST object, so evaluation reads it
 // without converting it on every decision.
-func (c *compiled) dataValue() ast.Object {
+func (c *compiled) dataValue() (ast.Object, error) {
 	v, err := ast.InterfaceToValue(c.data)
 	if err != nil {
-		// util.Unmarshal produced the data, so it is always convertible.
-		panic(fmt.Sprintf("policy data not convertible: %v", err))
+		return nil, fmt.Errorf("%w: data: %w", ErrInvalidPolicy, err)
 	}
-	return v.(ast.Object)
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return nil, fmt.Errorf("%w: data is not an object", ErrInvalidPolicy)
+	}
+	return obj, nil
 }
 
 func lookup(v any, keys ...string) any {
@@ -292,7 +298,8 @@ type Engine struct {
 	active atomic.Pointer[Set]
 }
 
-// NewEngine returns an engine whose active set is initial.
+// NewEngine returns an engine whose active set is initial. Until a set is
+// active (initial nil), every decision is a POLICY_ERROR deny.
 func NewEngine(initial *Set) *Engine {
 	e := &Engine{}
 	e.active.Store(initial)
@@ -305,7 +312,26 @@ func (e *Engine) Active() *Set { return e.active.Load() }
 // Swap makes s the active set.
 func (e *Engine) Swap(s *Set) { e.active.Store(s) }
 
+// Activate makes s the active set unless a set with the same revision is
+// already active, and reports whether it did: a watcher's onLoad can call it
+// and record custos.policy.activated only for a new revision.
+func (e *Engine) Activate(s *Set) bool {
+	for {
+		old := e.active.Load()
+		if old != nil && s != nil && old.Revision() == s.Revision() {
+			return false
+		}
+		if e.active.CompareAndSwap(old, s) {
+			return true
+		}
+	}
+}
+
 // Decide decides in with the active set.
 func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
-	return e.Active().Decide(ctx, in)
+	s := e.Active()
+	if s == nil {
+		return policyError("no active policy set")
+	}
+	return s.Decide(ctx, in)
 }

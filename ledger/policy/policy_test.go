@@ -403,3 +403,34 @@ func TestEngineSwapWhileDeciding(t *testing.T) {
 		t.Error("the last swap did not stick")
 	}
 }
+
+func TestEngineWithoutSet(t *testing.T) {
+	e := NewEngine(nil)
+	d := e.Decide(context.Background(), transferInput(nil, sgConsent("c-1")))
+	if d.Allow || !slices.Equal(codes(d), []string{CodePolicyError}) {
+		t.Errorf("decision without a set %+v", d)
+	}
+}
+
+func TestEngineActivateSkipsSameRevision(t *testing.T) {
+	files := mapFS(map[string]string{"decision.rego": allowAll})
+	a, err := Load(context.Background(), files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Load(context.Background(), files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(nil)
+	if !e.Activate(a) || e.Active() != a {
+		t.Fatal("first activation refused")
+	}
+	if e.Activate(again) || e.Active() != a {
+		t.Error("a set of the same revision was activated again")
+	}
+	b := realSet(t)
+	if !e.Activate(b) || e.Active() != b {
+		t.Error("a new revision was not activated")
+	}
+}

@@ -55,11 +55,15 @@ func Test(ctx context.Context, fsys fs.FS) (Report, error) {
 
 // runTests runs the set's tests against its own data, as `opa test` does.
 func runTests(ctx context.Context, c *compiled, coverage bool) (Report, error) {
+	data, err := c.dataValue()
+	if err != nil {
+		return Report{}, err
+	}
 	runner := tester.NewRunner().
 		SetCompiler(ast.NewCompiler().
 			WithCapabilities(ast.CapabilitiesForThisVersion()).
 			WithDefaultRegoVersion(ast.RegoV1)).
-		SetStore(inmem.NewFromASTObject(c.dataValue())).
+		SetStore(inmem.NewFromASTObject(data)).
 		SetModules(c.modules).
 		CapturePrintOutput(false).
 		RaiseBuiltinErrors(true)

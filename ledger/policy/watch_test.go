@@ -47,7 +47,7 @@ func TestWatch(t *testing.T) {
 	go func() {
 		defer close(done)
 		Watch(ctx, dir, 5*time.Millisecond,
-			func(s *Set) { engine.Swap(s); loaded <- s },
+			func(s *Set) { engine.Activate(s); loaded <- s },
 			func(err error) { failed <- err })
 	}()
 
@@ -74,6 +74,11 @@ func TestWatch(t *testing.T) {
 			t.Fatal("no error reported")
 		}
 		return nil
+	}
+
+	// The set found at start is reported first; it is the active one already.
+	if first := waitLoad(); first.Revision() != initial.Revision() || engine.Active() != initial {
+		t.Fatalf("first report %s, want the initial set %s left active", first.Revision(), initial.Revision())
 	}
 
 	// A data change is picked up.

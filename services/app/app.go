@@ -331,6 +331,9 @@ func (a *App) ready(ctx context.Context) map[string]server.Check {
 	} else if l := a.Ledger.Latest(); l != nil {
 		cp.Detail = fmt.Sprintf("tree size %d", l.Size)
 	}
+	if a.Ledger.IsIntegrator() {
+		cp.Detail += " (this process signs)"
+	}
 	checks["checkpoints"] = cp
 	return checks
 }
