@@ -151,6 +151,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err := natsd.WriteFileAtomic(filepath.Join(cfg.DataDir, "verifier.key"), []byte(a.Ledger.VerifierKey()+"\n"), 0o644); err != nil {
 		return nil, err
 	}
+	a.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "custos_stream_lag", Help: "LEDGER messages not yet folded into this process's tree and state.",
+	}, a.streamLag))
 	if err := a.recordActivation(ctx, "startup"); err != nil {
 		return nil, err
 	}
@@ -336,6 +339,16 @@ func (a *App) ready(ctx context.Context) map[string]server.Check {
 	}
 	checks["checkpoints"] = cp
 	return checks
+}
+
+func (a *App) streamLag() float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := a.Ledger.Stream().Info(ctx)
+	if err != nil {
+		return -1
+	}
+	return float64(info.State.LastSeq) - float64(a.Ledger.View().Applied())
 }
 
 // background runs the policy watcher and the retention worker.

@@ -53,8 +53,11 @@ ceiling as a ratio.`,
 				row := func(name string, c, r float64) { fmt.Fprintf(w, "%-44s %12.0f %14.0f %8.2f\n", name, c, r, c/r) }
 				row("ingest events/s vs raw async publish", res.Ingest, res.RawAsyncPublish)
 				row("ingest events/s vs raw per-message sync", res.Ingest, res.RawSyncPublish)
+				row("in-process ingest vs raw async publish", res.InProcess, res.RawAsyncPublish)
+				row("in-process ingest vs raw per-message sync", res.InProcess, res.RawSyncPublish)
 				row("verify events/s vs raw ordered read", res.Verify, res.RawRead)
-				fmt.Fprintf(w, "\ningest latency p50 %.2f ms, p99 %.2f ms; mean group commit %.1f events/fsync\n", res.IngestP50ms, res.IngestP99ms, res.MeanCommitBatch)
+				fmt.Fprintf(w, "\ningest latency p50 %.2f ms, p99 %.2f ms (HTTP), p50 %.2f ms, p99 %.2f ms (in-process); mean group commit %.1f events/fsync\n",
+					res.IngestP50ms, res.IngestP99ms, res.InProcessP50ms, res.InProcessP99ms, res.MeanCommitBatch)
 				fmt.Fprintf(w, "decision p50 %.1f µs, p99 %.1f µs, %.0f decisions/s\n", res.DecisionP50us, res.DecisionP99us, res.DecisionsPerSec)
 				fmt.Fprintf(w, "Vault calls: %d for %d events and %d subjects (%.0f per 100k events)\n", res.VaultCalls, res.Events, res.Subjects, res.VaultPer100k)
 				fmt.Fprintf(w, "targets: %+v\n", res.TargetsMet)
