@@ -18,6 +18,11 @@ import (
 // concurrent decisions.
 type converter struct {
 	terms map[string]*ast.Term
+
+	// The keys of each object of the input, in the order input builds them.
+	inputKeys, eventKeys, subjectKeys, consentKeys, scopeKeys, versionKeys, noticesKeys []*ast.Term
+	// The withdrawn_scope of a consent nothing was withdrawn from.
+	emptyScope ast.Value
 }
 
 // newConverter interns the input's keys, the SPEC vocabulary and every
@@ -28,6 +33,23 @@ func newConverter(data any) *converter {
 		cv.intern(s)
 	}
 	cv.internData(data)
+	keys := func(names ...string) []*ast.Term {
+		out := make([]*ast.Term, len(names))
+		for i, n := range names {
+			out[i] = cv.str(n)
+		}
+		return out
+	}
+	cv.inputKeys = keys("now", "event", "subject", "notices")
+	cv.eventKeys = keys("type", "source", "id", "time", "data", "subject")
+	cv.subjectKeys = keys("registered", "erased", "erased_categories", "last_seq", "consents", "residence", "age")
+	cv.consentKeys = keys("consent_id", "notice_version", "purposes", "categories", "destinations", "recipients",
+		"cookies", "guardian", "granted_at", "expires", "withdrawn", "withdrawn_at", "withdrawn_scope")
+	cv.scopeKeys = keys("purposes", "destinations", "cookies", "categories")
+	cv.versionKeys = keys("version", "effective")
+	cv.noticesKeys = keys("versions", "current")
+	empty := ast.InternedEmptyArrayValue
+	cv.emptyScope = cv.object(cv.scopeKeys, []ast.Value{empty, empty, empty, empty}).Value
 	return cv
 }
 
@@ -90,14 +112,16 @@ func (cv *converter) str(s string) *ast.Term {
 }
 
 // object builds an object from keys and values in one block of terms.
-func (cv *converter) object(keys []string, values []ast.Value) *ast.Term {
-	terms := make([]ast.Term, len(values))
+func (cv *converter) object(keys []*ast.Term, values []ast.Value) *ast.Term {
+	terms := make([]ast.Term, len(values)+1)
 	pairs := make([][2]*ast.Term, len(values))
 	for i, v := range values {
 		terms[i].Value = v
-		pairs[i] = [2]*ast.Term{cv.str(keys[i]), &terms[i]}
+		pairs[i] = [2]*ast.Term{keys[i], &terms[i]}
 	}
-	return ast.NewTerm(ast.NewObject(pairs...))
+	obj := &terms[len(values)]
+	obj.Value = ast.NewObject(pairs...)
+	return obj
 }
 
 func (cv *converter) list(list []string) ast.Value {
@@ -161,69 +185,71 @@ func (cv *converter) input(in *Input) (ast.Value, error) {
 		return ast.String(all[sp.start:sp.end])
 	}
 
-	event := objectBuilder{
-		keys:   []string{"type", "source", "id", "time", "data", "subject"}[:5],
-		values: []ast.Value{cv.str(in.Event.Type).Value, cv.str(in.Event.Source).Value, ast.String(in.Event.ID), timeAt(eventAt), data, nil}[:5],
-	}
+	// Optional fields come last in the key lists, so an object without them
+	// uses a prefix of the shared list (never appended to).
+	eventValues := []ast.Value{cv.str(in.Event.Type).Value, cv.str(in.Event.Source).Value, ast.String(in.Event.ID),
+		timeAt(eventAt), data, nil}
 	if in.Event.Subject != "" {
-		event.add("subject", ast.String(in.Event.Subject))
+		eventValues[5] = ast.String(in.Event.Subject)
+	} else {
+		eventValues = eventValues[:5]
 	}
 
 	consents := make([]*ast.Term, len(s.Consents))
 	for i := range s.Consents {
 		c, at := &s.Consents[i], consentAt[i]
-		scope := cv.object(
-			[]string{"purposes", "destinations", "cookies", "categories"},
-			[]ast.Value{
-				cv.list(c.WithdrawnScope.Purposes), cv.list(c.WithdrawnScope.Destinations),
-				cv.list(c.WithdrawnScope.Cookies), cv.list(c.WithdrawnScope.Categories),
-			})
-		consents[i] = cv.object(
-			[]string{"consent_id", "notice_version", "purposes", "categories", "destinations", "recipients",
-				"cookies", "guardian", "granted_at", "expires", "withdrawn", "withdrawn_at", "withdrawn_scope"},
-			[]ast.Value{
-				ast.String(c.ConsentID), cv.str(c.NoticeVersion).Value,
-				cv.list(c.Purposes), cv.list(c.Categories), cv.list(c.Destinations), cv.list(c.Recipients), cv.list(c.Cookies),
-				ast.InternedValue(c.Guardian), timeAt(at[0]), timeAt(at[1]), ast.InternedValue(c.Withdrawn), timeAt(at[2]),
-				scope.Value,
-			})
+		scope, ws := cv.emptyScope, &c.WithdrawnScope
+		if len(ws.Purposes)+len(ws.Destinations)+len(ws.Cookies)+len(ws.Categories) > 0 {
+			scope = cv.object(cv.scopeKeys, []ast.Value{
+				cv.list(ws.Purposes), cv.list(ws.Destinations), cv.list(ws.Cookies), cv.list(ws.Categories),
+			}).Value
+		}
+		consents[i] = cv.object(cv.consentKeys, []ast.Value{
+			ast.String(c.ConsentID), cv.str(c.NoticeVersion).Value,
+			cv.list(c.Purposes), cv.list(c.Categories), cv.list(c.Destinations), cv.list(c.Recipients), cv.list(c.Cookies),
+			ast.InternedValue(c.Guardian), timeAt(at[0]), timeAt(at[1]), ast.InternedValue(c.Withdrawn), timeAt(at[2]),
+			scope,
+		})
 	}
 	subject := objectBuilder{
-		keys: []string{"registered", "erased", "erased_categories", "last_seq", "consents", "", ""}[:5],
+		keys: append(make([]*ast.Term, 0, 7), cv.subjectKeys[:5]...),
 		values: []ast.Value{ast.InternedValue(s.Registered), ast.InternedValue(s.Erased), cv.list(s.ErasedCategories),
 			ast.InternedValue(s.LastSeq), ast.NewArray(consents...), nil, nil}[:5],
 	}
 	if s.Residence != "" {
-		subject.add("residence", cv.str(s.Residence).Value)
+		subject.add(cv.subjectKeys[5], cv.str(s.Residence).Value)
 	}
 	if s.Age != nil {
-		subject.add("age", ast.InternedValue(*s.Age))
+		subject.add(cv.subjectKeys[6], ast.InternedValue(*s.Age))
 	}
 
 	versions := make([]*ast.Term, len(n.Versions))
 	for i, v := range n.Versions {
-		versions[i] = cv.object([]string{"version", "effective"}, []ast.Value{cv.str(v.Version).Value, timeAt(effectiveAt[i])})
+		versions[i] = cv.object(cv.versionKeys, []ast.Value{cv.str(v.Version).Value, timeAt(effectiveAt[i])})
 	}
-	notices := objectBuilder{keys: []string{"versions", ""}[:1], values: []ast.Value{ast.NewArray(versions...), nil}[:1]}
+	noticeValues := []ast.Value{ast.NewArray(versions...), nil}
 	if n.Current != "" {
-		notices.add("current", cv.str(n.Current).Value)
+		noticeValues[1] = cv.str(n.Current).Value
+	} else {
+		noticeValues = noticeValues[:1]
 	}
 
-	return cv.object(
-		[]string{"now", "event", "subject", "notices"},
-		[]ast.Value{timeAt(nowAt), cv.object(event.keys, event.values).Value,
-			cv.object(subject.keys, subject.values).Value, cv.object(notices.keys, notices.values).Value},
-	).Value, nil
+	return cv.object(cv.inputKeys, []ast.Value{
+		timeAt(nowAt),
+		cv.object(cv.eventKeys, eventValues).Value,
+		cv.object(subject.keys, subject.values).Value,
+		cv.object(cv.noticesKeys, noticeValues).Value,
+	}).Value, nil
 }
 
-// objectBuilder collects an object's optional fields; its slices are made
-// with room for them so that adding does not allocate.
+// objectBuilder collects an object whose optional fields are not a prefix of
+// its keys; its slices are made with room for them.
 type objectBuilder struct {
-	keys   []string
+	keys   []*ast.Term
 	values []ast.Value
 }
 
-func (b *objectBuilder) add(key string, v ast.Value) {
+func (b *objectBuilder) add(key *ast.Term, v ast.Value) {
 	b.keys = append(b.keys, key)
 	b.values = append(b.values, v)
 }

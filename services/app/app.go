@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -75,7 +76,7 @@ type App struct {
 	ln         net.Listener
 	cancel     context.CancelFunc
 	bg         chan struct{}
-	policyErr  error
+	policyErr  atomic.Pointer[string] // the last refused reload, nil after a good one
 	AdminToken string
 	URL        string // the API's base URL
 	NATSURL    string
@@ -324,8 +325,8 @@ func (a *App) ready(ctx context.Context) map[string]server.Check {
 		checks["keys"] = server.Check{OK: true, Detail: a.VaultURL}
 	}
 	pc := server.Check{OK: true, Detail: a.Engine.Active().Revision()}
-	if a.policyErr != nil {
-		pc.Detail += "; last reload refused: " + a.policyErr.Error()
+	if msg := a.policyErr.Load(); msg != nil {
+		pc.Detail += "; last reload refused: " + *msg
 	}
 	checks["policy"] = pc
 	cp := server.Check{OK: true}
@@ -359,14 +360,17 @@ func (a *App) background(ctx context.Context) {
 		go func() {
 			defer close(done)
 			policy.Watch(ctx, a.cfg.PoliciesDir, a.cfg.PolicyPoll, func(s *policy.Set) {
-				a.Engine.Swap(s)
-				a.policyErr = nil
+				a.policyErr.Store(nil)
+				if !a.Engine.Activate(s) {
+					return // the same revision is already active
+				}
 				a.log.Info("policy set activated", "revision", s.Revision())
 				if err := a.recordActivation(ctx, "reload"); err != nil {
 					a.log.Error("record policy activation", "err", err)
 				}
 			}, func(err error) {
-				a.policyErr = err
+				msg := err.Error()
+				a.policyErr.Store(&msg)
 				a.log.Error("policy set refused; the active set stays", "err", err)
 			})
 		}()
