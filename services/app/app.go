@@ -149,6 +149,11 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
+	if a.nats != nil {
+		if err := a.nats.EnsureAuditMirrors(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := natsd.WriteFileAtomic(filepath.Join(cfg.DataDir, "verifier.key"), []byte(a.Ledger.VerifierKey()+"\n"), 0o644); err != nil {
 		return nil, err
 	}

@@ -245,6 +245,7 @@ func TestNoClearSubjectInStream(t *testing.T) {
 		"categories": []string{"identity.contact", "identity.basic"}, "purpose": "service_provision", "storage_region": "CN",
 		"retention": "P1Y", "fields": map[string]any{"email": email, "name": name},
 	}))
+	h.waitMirror()
 	creds := h.app.NATSServer().Auditor
 	nc, err := creds.Connect("test-auditor")
 	if err != nil {

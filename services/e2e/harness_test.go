@@ -286,6 +286,23 @@ func (h *harness) waitCheckpoint(n int64) {
 	}
 }
 
+// waitMirror waits until the auditors' mirrors hold everything the ledger
+// streams hold now.
+func (h *harness) waitMirror() {
+	h.t.Helper()
+	ctx := context.Background()
+	js, _ := jetstream.New(h.app.Conn())
+	last := func(name string) uint64 {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		return s.CachedInfo().State.LastSeq
+	}
+	l, c := last(ledger.StreamName), last(ledger.CheckpointStreamName)
+	waitFor(h.t, "auditor mirrors", func() bool { return h.app.NATSServer().MirrorCaughtUp(ctx, l, c) })
+}
+
 // scanDir fails if any file under dir contains one of the needles.
 func scanDir(t *testing.T, dir string, needles ...string) {
 	t.Helper()

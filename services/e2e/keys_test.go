@@ -142,6 +142,7 @@ func TestIndependentVerificationWithAuditorCredentials(t *testing.T) {
 	}
 	n := int64(h.streamLen())
 	h.waitCheckpoint(n)
+	h.waitMirror()
 	size := independentVerify(t, h.dir)
 
 	// Proofs served by the API verify with tlog alone, for every leaf.
@@ -239,6 +240,7 @@ func TestErasureCryptoShredding(t *testing.T) {
 	h.mustDeny(em, h.ev("privacy.data.used", "use-er", subj, map[string]any{"categories": []string{"identity.contact"}, "purpose": "security"}), "SUBJECT_ERASED")
 	h.mustAppend(em, h.ev("privacy.rights.completed", "rc-er", subj, map[string]any{"request_id": "del-1", "outcome": "fulfilled"}))
 	h.waitCheckpoint(int64(h.streamLen()))
+	h.waitMirror()
 	independentVerify(t, h.dir)
 	h.down()
 	scanDir(t, h.dir, email, subj)

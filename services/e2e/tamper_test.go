@@ -3,10 +3,10 @@ package e2e_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +21,7 @@ import (
 
 	"custos.dev/ledger"
 	"custos.dev/services/app"
+	"custos.dev/services/cli"
 	"custos.dev/services/natsd"
 )
 
@@ -29,9 +30,9 @@ import (
 // total_len(4) seq(8) ts(8) subj_len(2) subj [hdr_len(4) hdr] msg hash(8),
 // little endian, the high bit of total_len set when there are headers.
 type blockRecord struct {
-	seq                uint64
-	start, body, end   int // record [start,end), message body [body, end-8)
-	hashed, hashedFrom int // the checksummed span after the fixed header
+	seq              uint64
+	start, body, end int // the record is [start,end), its message body [body, end-8)
+	hashedFrom       int // where the checksummed headers and body begin
 }
 
 const (
@@ -78,15 +79,42 @@ func rehash(buf []byte, r blockRecord, stream string, blockIndex uint32) {
 	copy(buf[r.end-blkHashSize:r.end], hh.Sum(nil))
 }
 
-func ledgerBlocks(t *testing.T, dir string) []string {
+// ledgerStores lists the directories holding a LEDGER file store: the
+// ledger stream itself and every copy of it (the auditors' mirror), all of
+// which an insider with the disk would change alike.
+func ledgerStores(t *testing.T, dir string) []string {
 	t.Helper()
-	blks, err := filepath.Glob(filepath.Join(dir, "nats", "jetstream", "*", "streams", "LEDGER", "msgs", "*.blk"))
-	if err != nil || len(blks) == 0 {
-		t.Fatalf("no LEDGER block files under %s (%v)", dir, err)
+	stores, err := filepath.Glob(filepath.Join(dir, "nats", "jetstream", "*", "streams", ledger.StreamName, "msgs"))
+	if err != nil || len(stores) == 0 {
+		t.Fatalf("no LEDGER store under %s (%v)", dir, err)
 	}
-	idx := func(p string) int { n, _ := strconv.Atoi(strings.TrimSuffix(filepath.Base(p), ".blk")); return n }
-	sort.Slice(blks, func(i, j int) bool { return idx(blks[i]) < idx(blks[j]) })
-	return blks
+	return stores
+}
+
+// storeBlock is the newest block file of one store.
+type storeBlock struct {
+	path  string
+	index uint32
+	buf   []byte
+	recs  []blockRecord
+}
+
+func (b *storeBlock) record(t *testing.T, seq uint64) blockRecord {
+	t.Helper()
+	for _, r := range b.recs {
+		if r.seq == seq {
+			return r
+		}
+	}
+	t.Fatalf("%s holds no record %d", b.path, seq)
+	return blockRecord{}
+}
+
+func (b *storeBlock) write(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile(b.path, b.buf, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // tamperFixture is a stopped Custos whose store holds a signed ledger.
@@ -109,6 +137,7 @@ func newTamperFixture(t *testing.T, rounds ...int) *tamperFixture {
 		h.waitCheckpoint(size)
 		f.checkpoints = append(f.checkpoints, size)
 	}
+	h.waitMirror()
 	if rep, code := f.verifyNATS(t); code != 0 || !rep.OK || rep.Events != f.checkpoints[len(f.checkpoints)-1] {
 		t.Fatalf("the untouched ledger does not verify: exit %d %+v", code, rep)
 	}
@@ -129,11 +158,17 @@ type verifyReport struct {
 // auditor's credentials and the verifier key file, as an auditor would.
 func (f *tamperFixture) verifyNATS(t *testing.T) (verifyReport, int) {
 	t.Helper()
-	code, out, errOut := run(t, nil, "verify", "--nats-creds", filepath.Join(f.h.dir, "nats-auditor.json"),
-		"--verifier-key", "@"+filepath.Join(f.h.dir, "verifier.key"), "--max-unsigned-age", "0", "--output", "json")
+	// Bounded, so that a verifier that hangs on a damaged store fails the
+	// test instead of stalling it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := cli.Main(ctx, []string{"verify", "--nats-creds", filepath.Join(f.h.dir, "nats-auditor.json"),
+		"--verifier-key", "@" + filepath.Join(f.h.dir, "verifier.key"), "--max-unsigned-age", "0", "--output", "json"},
+		strings.NewReader(""), &out, &errOut, func(string) string { return "" })
 	var rep verifyReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatalf("verify: exit %d, output not a report: %v\n%s\n%s", code, err, out, errOut)
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("verify: exit %d (timed out: %v), output not a report: %v\n%s\n%s", code, ctx.Err() != nil, err, out.String(), errOut.String())
 	}
 	return rep, code
 }
@@ -142,7 +177,7 @@ func (f *tamperFixture) verifyNATS(t *testing.T) (verifyReport, int) {
 // returns the error it refused with.
 func (f *tamperFixture) startOnTampered(t *testing.T) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	a, err := app.Start(ctx, f.h.cfg)
 	if err == nil {
@@ -174,17 +209,26 @@ func (f *tamperFixture) plainNATS(t *testing.T) jetstream.Stream {
 	return s
 }
 
-// lastBlock reads the newest LEDGER block file and its records.
-func (f *tamperFixture) lastBlock(t *testing.T) (path string, index uint32, buf []byte, recs []blockRecord) {
+// lastBlocks reads the newest block file of every LEDGER store.
+func (f *tamperFixture) lastBlocks(t *testing.T) []*storeBlock {
 	t.Helper()
-	blks := ledgerBlocks(t, f.h.dir)
-	path = blks[len(blks)-1]
-	n, _ := strconv.Atoi(strings.TrimSuffix(filepath.Base(path), ".blk"))
-	buf, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	var out []*storeBlock
+	for _, store := range ledgerStores(t, f.h.dir) {
+		blks, _ := filepath.Glob(filepath.Join(store, "*.blk"))
+		idx := func(p string) int { n, _ := strconv.Atoi(strings.TrimSuffix(filepath.Base(p), ".blk")); return n }
+		sort.Slice(blks, func(i, j int) bool { return idx(blks[i]) < idx(blks[j]) })
+		if len(blks) == 0 {
+			t.Fatalf("no block in %s", store)
+		}
+		b := &storeBlock{path: blks[len(blks)-1], index: uint32(idx(blks[len(blks)-1]))}
+		var err error
+		if b.buf, err = os.ReadFile(b.path); err != nil {
+			t.Fatal(err)
+		}
+		b.recs = parseBlock(t, b.buf)
+		out = append(out, b)
 	}
-	return path, uint32(n), buf, parseBlock(t, buf)
+	return out
 }
 
 // alterAge changes the first digit of the "age" in record r's body, keeping
@@ -204,36 +248,33 @@ func alterAge(t *testing.T, buf []byte, r blockRecord) {
 	}
 }
 
-// recordWithAge picks a registration record near the middle of recs whose
-// sequence lies in (after, upTo].
-func recordWithAge(t *testing.T, buf []byte, recs []blockRecord, after, upTo int64) blockRecord {
+// ageSeq picks a registration near the middle of (after, upTo].
+func ageSeq(t *testing.T, b *storeBlock, after, upTo int64) uint64 {
 	t.Helper()
-	mid := (after + upTo) / 2
-	for _, r := range recs {
-		if int64(r.seq) >= mid && int64(r.seq) <= upTo && bytes.Contains(buf[r.body:r.end], []byte(`"age":`)) {
-			return r
+	for _, r := range b.recs {
+		if int64(r.seq) >= (after+upTo)/2 && int64(r.seq) <= upTo && bytes.Contains(b.buf[r.body:r.end], []byte(`"age":`)) {
+			return r.seq
 		}
 	}
-	t.Fatalf("no registration between %d and %d", mid, upTo)
-	return blockRecord{}
+	t.Fatalf("no registration in (%d, %d]", after, upTo)
+	return 0
 }
 
-// A digit changed in one stored record's body, with NATS's checksum left
-// as it was. NATS keeps the stream's message count (its index is trusted
-// on restart) but no longer delivers the record: the checksum fails, and
-// a direct get says not found. Custos refuses to start at the gap, and an
-// auditor's verify, against a plain NATS server on the same store, names
-// the exact sequence.
+// A digit changed in one stored record's body, in the ledger stream and
+// in the auditors' mirror alike, with NATS's checksum left as it was. NATS
+// keeps the stream's message count (its index is trusted on restart) but
+// no longer delivers the record: the checksum fails, and a direct get says
+// not found. Custos refuses to start at the gap, and an auditor's verify,
+// against a plain NATS server on the same store, names the exact sequence.
 func TestTamperAlteredRecord(t *testing.T) {
 	f := newTamperFixture(t, 200)
 	size := f.checkpoints[0]
-	path, _, buf, recs := f.lastBlock(t)
-	r := recordWithAge(t, buf, recs, 0, size)
-	alterAge(t, buf, r)
-	if err := os.WriteFile(path, buf, 0o600); err != nil {
-		t.Fatal(err)
+	blocks := f.lastBlocks(t)
+	k := ageSeq(t, blocks[0], 0, size)
+	for _, b := range blocks {
+		alterAge(t, b.buf, b.record(t, k))
+		b.write(t)
 	}
-	k := r.seq
 
 	err := f.startOnTampered(t)
 	if !errors.Is(err, ledger.ErrIntegrity) || !strings.Contains(err.Error(), fmt.Sprintf("expected sequence %d, stream delivered %d", k, k+1)) {
@@ -261,61 +302,65 @@ func TestTamperAlteredRecord(t *testing.T) {
 func TestTamperAlteredRecordRehashed(t *testing.T) {
 	f := newTamperFixture(t, 100, 100)
 	c1, c2 := f.checkpoints[0], f.checkpoints[1]
-	path, idx, buf, recs := f.lastBlock(t)
-	r := recordWithAge(t, buf, recs, c1, c2)
-	orig := append([]byte(nil), buf[r.body:r.end-blkHashSize]...)
-	alterAge(t, buf, r)
-	rehash(buf, r, ledger.StreamName, idx)
-	if err := os.WriteFile(path, buf, 0o600); err != nil {
-		t.Fatal(err)
+	blocks := f.lastBlocks(t)
+	k := ageSeq(t, blocks[0], c1, c2)
+	var orig []byte
+	for _, b := range blocks {
+		r := b.record(t, k)
+		orig = append([]byte(nil), b.buf[r.body:r.end-blkHashSize]...)
+		alterAge(t, b.buf, r)
+		rehash(b.buf, r, ledger.StreamName, b.index)
+		b.write(t)
 	}
 
 	err := f.startOnTampered(t)
 	if !errors.Is(err, ledger.ErrIntegrity) || !strings.Contains(err.Error(), fmt.Sprintf("does not match the last checkpoint at size %d", c2)) {
-		t.Fatalf("start on a store with record %d altered and rehashed: %v; want an integrity error against checkpoint %d", r.seq, err, c2)
+		t.Fatalf("start on a store with record %d altered and rehashed: %v; want an integrity error against checkpoint %d", k, err, c2)
 	}
 
 	s := f.plainNATS(t)
-	m, err := s.GetMsg(context.Background(), r.seq)
+	m, err := s.GetMsg(context.Background(), k)
 	if err != nil || bytes.Equal(m.Data, orig) {
-		t.Fatalf("NATS should serve the rehashed, altered record %d: %v", r.seq, err)
+		t.Fatalf("NATS should serve the rehashed, altered record %d: %v", k, err)
 	}
 	rep, code := f.verifyNATS(t)
 	want := fmt.Sprintf("events %d..%d do not match the signed checkpoint at tree size %d", c1+1, c2, c2)
 	if code != 1 || rep.OK || rep.FirstBadSeq != uint64(c1+1) || !strings.Contains(rep.Problem, want) {
-		t.Fatalf("verify: exit %d %+v; want exit 1 with %q (record %d was altered)", code, rep, want, r.seq)
+		t.Fatalf("verify: exit %d %+v; want exit 1 with %q (record %d was altered)", code, rep, want, k)
 	}
 }
 
-// The tail of the store removed. NATS rebuilds the block from what is
-// left and marks the lost sequences deleted (LEDGER denies deletes, so no
-// deleted sequence can be legitimate). verify reports the shortfall
-// against the last signed checkpoint, naming the first missing sequence.
+// The tail of the store removed, from the ledger stream and the auditors'
+// mirror alike. NATS rebuilds the block from what is left and marks the
+// lost sequences deleted (LEDGER denies deletes, so no deleted sequence
+// can be legitimate). verify reports the shortfall against the last
+// signed checkpoint, naming the first missing sequence.
 func TestTamperTruncatedTail(t *testing.T) {
 	for _, c := range []struct {
 		name string
-		cut  func(t *testing.T, f *tamperFixture) (firstMissing uint64)
+		cut  func(t *testing.T, b *storeBlock) (firstMissing uint64)
 	}{
-		{"truncated block", func(t *testing.T, f *tamperFixture) uint64 {
-			path, _, _, recs := f.lastBlock(t)
-			r := recs[len(recs)-25]
-			if err := os.Truncate(path, int64(r.start)); err != nil {
+		{"truncated block", func(t *testing.T, b *storeBlock) uint64 {
+			r := b.recs[len(b.recs)-25]
+			if err := os.Truncate(b.path, int64(r.start)); err != nil {
 				t.Fatal(err)
 			}
 			return r.seq
 		}},
-		{"deleted block", func(t *testing.T, f *tamperFixture) uint64 {
-			path, _, _, recs := f.lastBlock(t)
-			if err := os.Remove(path); err != nil {
+		{"deleted block", func(t *testing.T, b *storeBlock) uint64 {
+			if err := os.Remove(b.path); err != nil {
 				t.Fatal(err)
 			}
-			return recs[0].seq
+			return b.recs[0].seq
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := newTamperFixture(t, 200)
 			size := f.checkpoints[0]
-			k := c.cut(t, f)
+			var k uint64
+			for _, b := range f.lastBlocks(t) {
+				k = c.cut(t, b)
+			}
 
 			err := f.startOnTampered(t)
 			if !errors.Is(err, ledger.ErrIntegrity) {

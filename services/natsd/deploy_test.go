@@ -2,11 +2,11 @@ package natsd_test
 
 // Tests of the production configurations under deploy/: the NATS server
 // configurations parse and validate as `nats-server -t` would, a server
-// started from ledger-node.conf enforces the same least privilege as the
-// embedded server (and the permissions are literally the same), a
-// regulator's leaf-node mirror works with nothing more than its user's
-// permissions, the Vault policy grants exactly the transit calls Custos
-// makes, and the YAML files parse.
+// started from ledger-node.conf enforces least privilege with literally the
+// embedded server's permissions, no read-only user can make the server
+// write into the ledger's account, a regulator's leaf-node mirror works with
+// nothing more than its user's permissions, the Vault policy grants exactly
+// the transit calls Custos makes, and the YAML files parse.
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/hcl"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,6 +44,7 @@ var deployEnv = map[string]string{
 	"CUSTOS_NATS_PASSWORD":       "custosPw7f3a",
 	"AUDITOR_NATS_PASSWORD":      "auditorPw91c2",
 	"REGULATOR_NATS_PASSWORD":    "regulatorPw5d0e",
+	"AUDIT_ADMIN_NATS_PASSWORD":  "auditAdminPw8e2a",
 	"NATS_SYSTEM_PASSWORD":       "systemPw3b8c",
 	"NATS_ROUTE_PASSWORD":        "routePw6a1f",
 	"NATS_ROUTES":                "[nats-route://route:routePw6a1f@nats-1:6222, nats-route://route:routePw6a1f@nats-2:6222, nats-route://route:routePw6a1f@nats-3:6222]",
@@ -185,19 +188,29 @@ func TestDeployPermissionsMatchEmbedded(t *testing.T) {
 			custos, auditor := userNamed(t, opts, "custos"), userNamed(t, opts, "auditor")
 			samePerms(t, "custos", custos.Permissions, natsd.CustosPermissions())
 			samePerms(t, "auditor", auditor.Permissions, natsd.AuditorPermissions())
-			for _, u := range []*server.User{custos, auditor, userNamed(t, opts, "regulator")} {
-				if u.Account == nil || u.Account.Name != "CUSTOS" {
-					t.Errorf("user %s is not in account CUSTOS", u.Username)
+			// Only Custos logs in to the ledger's account: a read-only user
+			// there could have the server write for it (see
+			// TestNoReadOnlyUserMakesTheServerWriteTheLedger).
+			for _, u := range opts.Users {
+				want := "AUDIT"
+				if u.Username == "custos" {
+					want = "CUSTOS"
+				} else if u.Username == "system" {
+					want = "SYS"
 				}
-				if u.Password == "" || u.Password != deployEnv[strings.ToUpper(u.Username)+"_NATS_PASSWORD"] {
-					t.Errorf("user %s does not take its password from $%s_NATS_PASSWORD", u.Username, strings.ToUpper(u.Username))
+				if u.Account == nil || u.Account.Name != want {
+					t.Errorf("user %s is not in account %s", u.Username, want)
+				}
+				env := strings.ToUpper(strings.ReplaceAll(u.Username, "-", "_")) + "_NATS_PASSWORD"
+				if u.Username != "system" && (u.Password == "" || u.Password != deployEnv[env]) {
+					t.Errorf("user %s does not take its password from $%s", u.Username, env)
 				}
 			}
-			if reg := userNamed(t, opts, "regulator"); !slices.Equal(slices.Collect(mapKeys(reg.AllowedConnectionTypes)), []string{"LEAFNODE"}) {
+			if reg := userNamed(t, opts, "regulator"); !slices.Equal(connTypes(reg.AllowedConnectionTypes), []string{"LEAFNODE"}) {
 				t.Errorf("regulator may connect as %v, want only LEAFNODE", reg.AllowedConnectionTypes)
 			}
-			for _, name := range []string{"custos", "auditor"} {
-				if u := userNamed(t, opts, name); !slices.Equal(slices.Collect(mapKeys(u.AllowedConnectionTypes)), []string{"STANDARD"}) {
+			for _, name := range []string{"custos", "auditor", "audit-admin"} {
+				if u := userNamed(t, opts, name); !slices.Equal(connTypes(u.AllowedConnectionTypes), []string{"STANDARD"}) {
 					t.Errorf("%s may connect as %v, want only STANDARD (never as a leaf node bridging the account)", name, u.AllowedConnectionTypes)
 				}
 			}
@@ -209,21 +222,7 @@ func TestDeployPermissionsMatchEmbedded(t *testing.T) {
 	})
 }
 
-func mapKeys(m map[string]struct{}) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for _, k := range slices.Sorted(func(y func(string) bool) {
-			for k := range m {
-				if !y(k) {
-					return
-				}
-			}
-		}) {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
+func connTypes(m map[string]struct{}) []string { return slices.Sorted(maps.Keys(m)) }
 
 // TestDeployNATSSettings checks the settings the ledger's promises rest on.
 func TestDeployNATSSettings(t *testing.T) {
@@ -256,11 +255,11 @@ func TestDeployNATSSettings(t *testing.T) {
 			if o.JetStreamDomain != wantDomain {
 				t.Errorf("jetstream domain %q, want %q", o.JetStreamDomain, wantDomain)
 			}
+			if name != "regulator-mirror.conf" && !slices.Contains(o.Tags, "region:cn") {
+				t.Errorf("server_tags %v lack region:cn (the placement of the streams and of audit/*.json)", o.Tags)
+			}
 			if !strings.HasPrefix(name, "cluster-node-") {
 				return
-			}
-			if !slices.Contains(o.Tags, "region:cn") {
-				t.Errorf("server_tags %v lack region:cn", o.Tags)
 			}
 			if o.Cluster.Name != "custos" || o.Cluster.Port != 6222 || len(o.Routes) != 3 {
 				t.Errorf("cluster %q port %d with %d routes, want custos, 6222, 3", o.Cluster.Name, o.Cluster.Port, len(o.Routes))
@@ -366,49 +365,108 @@ func (c *client) awaitViolation(t *testing.T, what string) {
 	}
 }
 
-func TestLedgerNodeEnforcesLeastPrivilege(t *testing.T) {
-	setDeployEnv(t)
-	ns := startFromConfig(t, "ledger-node.conf", func(o *server.Options) { o.LeafNode.Port = freePort(t) })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	custos := connect(t, ns.ClientURL(), "custos", deployEnv["CUSTOS_NATS_PASSWORD"])
-	auditor := connect(t, ns.ClientURL(), "auditor", deployEnv["AUDITOR_NATS_PASSWORD"])
+// ledgerNode is a server started from ledger-node.conf with the ledger
+// streams, one record, one checkpoint, a KV bucket and the AUDIT mirrors of
+// audit/*.json in sync.
+type ledgerNode struct {
+	ns                *server.Server
+	leafPort          int
+	custos, auditor   *client
+	ledger, checks    jetstream.Stream
+	kv                jetstream.KeyValue
+	record, checkBody string
+}
 
-	// Custos creates the real ledger streams and its KV buckets and appends.
-	led, cps, err := ledger.EnsureStreams(ctx, custos.js, ledger.StreamOptions{})
-	if err != nil {
+func startLedgerNode(t *testing.T, ctx context.Context) *ledgerNode {
+	t.Helper()
+	n := &ledgerNode{leafPort: freePort(t), record: `{"n":0}`, checkBody: "note"}
+	n.ns = startFromConfig(t, "ledger-node.conf", func(o *server.Options) { o.LeafNode.Host, o.LeafNode.Port = "127.0.0.1", n.leafPort })
+	n.custos = connect(t, n.ns.ClientURL(), "custos", deployEnv["CUSTOS_NATS_PASSWORD"])
+
+	// Custos creates the real ledger streams and a KV bucket and appends.
+	var err error
+	if n.ledger, n.checks, err = ledger.EnsureStreams(ctx, n.custos.js, ledger.StreamOptions{}); err != nil {
 		t.Fatalf("custos creates the ledger streams: %v", err)
 	}
-	for _, s := range []jetstream.Stream{led, cps} {
+	for _, s := range []jetstream.Stream{n.ledger, n.checks} {
 		if c := s.CachedInfo().Config; !c.DenyDelete || !c.DenyPurge {
 			t.Fatalf("stream %s: deny_delete %v deny_purge %v", c.Name, c.DenyDelete, c.DenyPurge)
 		}
 	}
-	ack, err := custos.js.Publish(ctx, "ledger.x", []byte(`{"n":1}`))
-	if err != nil || ack.Sequence != 1 {
-		t.Fatalf("custos appends to ledger.x: ack %+v, %v", ack, err)
+	if ack, err := n.custos.js.Publish(ctx, "ledger.s.p0.t", []byte(n.record)); err != nil || ack.Sequence != 1 {
+		t.Fatalf("custos appends to the ledger: ack %+v, %v", ack, err)
 	}
-	if _, err := custos.js.Publish(ctx, ledger.CheckpointSubject, []byte("note")); err != nil {
+	if _, err := n.custos.js.Publish(ctx, ledger.CheckpointSubject, []byte(n.checkBody)); err != nil {
 		t.Fatalf("custos appends a checkpoint: %v", err)
 	}
-	kv, err := custos.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "custos_pii", Storage: jetstream.FileStorage})
-	if err != nil {
+	if n.kv, err = n.custos.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "custos_pii", Storage: jetstream.FileStorage}); err != nil {
 		t.Fatalf("custos creates its KV bucket: %v", err)
 	}
-	if _, err := kv.Put(ctx, "p.e", []byte("sealed")); err != nil {
+	if _, err := n.kv.Put(ctx, "p.e", []byte("sealed")); err != nil {
 		t.Fatalf("custos writes its KV bucket: %v", err)
 	}
+
+	// The operator creates the auditors' mirrors once, as deploy/README.md says.
+	admin := connect(t, n.ns.ClientURL(), "audit-admin", deployEnv["AUDIT_ADMIN_NATS_PASSWORD"])
+	for _, name := range []string{ledger.StreamName, ledger.CheckpointStreamName} {
+		if _, err := admin.js.CreateStream(ctx, streamConfigFile(t, "audit", name)); err != nil {
+			t.Fatalf("audit-admin creates the AUDIT mirror %s: %v", name, err)
+		}
+	}
+	n.auditor = connect(t, n.ns.ClientURL(), "auditor", deployEnv["AUDITOR_NATS_PASSWORD"])
+	waitMirror(t, ctx, n.auditor.js, ledger.StreamName, 1)
+	waitMirror(t, ctx, n.auditor.js, ledger.CheckpointStreamName, 1)
+	return n
+}
+
+func streamConfigFile(t *testing.T, dir, name string) jetstream.StreamConfig {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(deployDir, "nats", dir, name+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg jetstream.StreamConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatalf("%s/%s.json: %v", dir, name, err)
+	}
+	if cfg.Name != name || cfg.Mirror == nil || cfg.Mirror.Name != name || !cfg.DenyDelete || !cfg.DenyPurge || cfg.Storage != jetstream.FileStorage {
+		t.Fatalf("%s/%s.json is not a file-backed, undeletable mirror of %s: %+v", dir, name, name, cfg)
+	}
+	return cfg
+}
+
+func waitMirror(t *testing.T, ctx context.Context, js jetstream.JetStream, name string, msgs uint64) {
+	t.Helper()
+	var last error
+	waitFor(t, ctx, fmt.Sprintf("mirror %s to hold %d messages", name, msgs), func() bool {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			last = err
+			return false
+		}
+		if m := s.CachedInfo().Mirror; m != nil && m.Error != nil {
+			last = m.Error
+		}
+		return s.CachedInfo().State.Msgs == msgs
+	}, &last)
+}
+
+func TestLedgerNodeEnforcesLeastPrivilege(t *testing.T) {
+	setDeployEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := startLedgerNode(t, ctx)
 
 	// Custos can neither remove, rewrite nor weaken the ledger.
 	for _, s := range []string{"LEDGER", "LEDGER_CHECKPOINTS"} {
 		for _, op := range []string{"DELETE", "PURGE", "UPDATE", "MSG.DELETE", "RESTORE"} {
-			custos.denied(t, "$JS.API.STREAM."+op+"."+s)
+			n.custos.denied(t, "$JS.API.STREAM."+op+"."+s)
 		}
 	}
 
-	// The auditor reads both streams ...
+	// The auditor reads both streams (their AUDIT mirrors) ...
 	for _, name := range []string{ledger.StreamName, ledger.CheckpointStreamName} {
-		s, err := auditor.js.Stream(ctx, name)
+		s, err := n.auditor.js.Stream(ctx, name)
 		if err != nil {
 			t.Fatalf("auditor stream info %s: %v", name, err)
 		}
@@ -416,99 +474,162 @@ func TestLedgerNodeEnforcesLeastPrivilege(t *testing.T) {
 		if err != nil {
 			t.Fatalf("auditor gets %s #1: %v", name, err)
 		}
-		if name == ledger.StreamName && (m.Subject != "ledger.x" || string(m.Data) != `{"n":1}`) {
-			t.Fatalf("auditor got %s %q", m.Subject, m.Data)
+		if want := map[string]string{ledger.StreamName: n.record, ledger.CheckpointStreamName: n.checkBody}[name]; string(m.Data) != want {
+			t.Fatalf("auditor got %s #1 = %q, want %q", name, m.Data, want)
 		}
 	}
-	var replayed int
-	if err := ledger.NewReader(auditor.js).Replay(ctx, ledger.Filter{}, func(ledger.Entry) error { replayed++; return nil }); err != nil || replayed != 1 {
-		t.Fatalf("auditor replays the ledger: %d records, %v", replayed, err)
+	var replayed []string
+	if err := ledger.NewReader(n.auditor.js).Replay(ctx, ledger.Filter{}, func(e ledger.Entry) error {
+		replayed = append(replayed, string(e.Body))
+		return nil
+	}); err != nil || !slices.Equal(replayed, []string{n.record}) {
+		t.Fatalf("auditor replays the ledger: %q, %v", replayed, err)
 	}
-	// ... and can neither write, purge nor delete them, nor read the KV
+	// ... and can neither write, purge nor delete them, nor reach the KV
 	// buckets or live traffic.
 	for _, s := range []string{"ledger.x", ledger.CheckpointSubject, "$JS.API.STREAM.PURGE.LEDGER", "$JS.API.STREAM.DELETE.LEDGER",
-		"$JS.API.STREAM.UPDATE.LEDGER", "$JS.API.STREAM.MSG.DELETE.LEDGER", "$JS.API.DIRECT.GET.KV_custos_pii", "$KV.custos_pii.p.e"} {
-		auditor.denied(t, s)
+		"$JS.API.STREAM.UPDATE.LEDGER", "$JS.API.STREAM.MSG.DELETE.LEDGER", "$JS.API.STREAM.CREATE.X", "$JS.API.DIRECT.GET.KV_custos_pii",
+		"$KV.custos_pii.p.e", "$JS.ledger.API.CONSUMER.CREATE.LEDGER"} {
+		n.auditor.denied(t, s)
 	}
-	if _, err := auditor.nc.Subscribe("ledger.>", func(*nats.Msg) {}); err != nil {
+	if _, err := n.auditor.nc.Subscribe("ledger.>", func(*nats.Msg) {}); err != nil {
 		t.Fatal(err)
 	}
-	auditor.awaitViolation(t, "Subscription to \"ledger.>\"")
+	n.auditor.awaitViolation(t, "Subscription to \"ledger.>\"")
+	n.assertUntouched(t, ctx)
+}
 
-	// Nothing the denied requests asked for happened.
-	info, err := led.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
+// assertUntouched checks that the ledger's account holds exactly what
+// Custos wrote.
+func (n *ledgerNode) assertUntouched(t *testing.T, ctx context.Context) {
+	t.Helper()
+	for _, c := range []struct {
+		s    jetstream.Stream
+		body string
+	}{{n.ledger, n.record}, {n.checks, n.checkBody}} {
+		info, err := c.s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg := info.Config; info.State.Msgs != 1 || !cfg.DenyDelete || !cfg.DenyPurge {
+			t.Errorf("%s holds %d messages (deny_delete %v, deny_purge %v), want only Custos's one", cfg.Name, info.State.Msgs, cfg.DenyDelete, cfg.DenyPurge)
+		}
 	}
-	if c := info.Config; info.State.Msgs != 1 || !c.DenyDelete || !c.DenyPurge {
-		t.Fatalf("after the refused requests LEDGER holds %d messages, deny_delete %v, deny_purge %v", info.State.Msgs, c.DenyDelete, c.DenyPurge)
+	if st, err := n.kv.Status(ctx); err != nil || st.Values() != 1 {
+		t.Errorf("custos_pii holds %d values (%v), want only Custos's one", st.Values(), err)
+	}
+}
+
+// TestNoReadOnlyUserMakesTheServerWriteTheLedger tries what permissions on
+// subjects cannot stop: the server publishes a JetStream API answer to the
+// reply subject the requester names, and a push consumer's messages to the
+// deliver subject its creator names. Were the auditor in the ledger's
+// account, each of these would append to LEDGER, LEDGER_CHECKPOINTS or a KV
+// bucket. In the AUDIT account they land nowhere.
+func TestNoReadOnlyUserMakesTheServerWriteTheLedger(t *testing.T) {
+	setDeployEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := startLedgerNode(t, ctx)
+	targets := []string{"ledger.s.p0.t", "ledger.x", ledger.CheckpointSubject, "$KV.custos_pii.p.e", "$KV.custos_pii.q.e",
+		"$JS.ledger.API.CONSUMER.CREATE.LEDGER", "$JS.ledger.API.CONSUMER.CREATE.LEDGER_CHECKPOINTS", "$JS.FC.LEDGER.x.y"}
+	for _, target := range targets {
+		for _, req := range []struct{ subject, body string }{
+			{"$JS.API.INFO", ""},
+			{"$JS.API.STREAM.INFO.LEDGER", ""},
+			{"$JS.API.DIRECT.GET.LEDGER", `{"seq":1}`},
+			{"$JS.API.STREAM.MSG.GET.LEDGER_CHECKPOINTS", `{"seq":1}`},
+			// Answered with a consumer info whose config names a deliver
+			// subject in the ledger's account.
+			{"$JS.API.CONSUMER.CREATE.LEDGER", `{"stream_name":"LEDGER","config":{"deliver_subject":"checkpoints.ledger","ack_policy":"none"}}`},
+			{"$JS.API.CONSUMER.CREATE.LEDGER_CHECKPOINTS", `{"stream_name":"LEDGER_CHECKPOINTS","config":{"deliver_subject":"ledger.x","ack_policy":"none"}}`},
+		} {
+			if err := n.auditor.nc.PublishRequest(req.subject, target, []byte(req.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Push consumers delivering the mirrors' messages to those subjects. A
+	// push consumer delivers only where someone listens; in AUDIT that is the
+	// imports alone. Wait until those have delivered everything, so the
+	// requests above (sent earlier on the same connection) have been
+	// answered too.
+	var pushed []jetstream.PushConsumer
+	for i, target := range targets {
+		stream := []string{ledger.StreamName, ledger.CheckpointStreamName}[i%2]
+		c, err := n.auditor.js.CreateOrUpdatePushConsumer(ctx, stream, jetstream.ConsumerConfig{
+			Name: fmt.Sprintf("push%d", i), DeliverSubject: target, AckPolicy: jetstream.AckNonePolicy,
+		})
+		if err != nil {
+			// Refusing is fine (the server refuses delivering into the
+			// consumer's own stream); what counts is what got written.
+			t.Logf("push consumer on %s to %s: %v", stream, target, err)
+		}
+		pushed = append(pushed, c)
+	}
+	var crossing []string
+	for i, c := range pushed {
+		if c == nil {
+			continue
+		}
+		var info *jetstream.ConsumerInfo
+		waitFor(t, ctx, "push consumer to "+targets[i]+" to deliver", func() bool {
+			var err error
+			info, err = c.Info(ctx)
+			return err == nil && (!info.PushBound || (info.Delivered.Stream >= 1 && info.NumPending == 0))
+		})
+		if info.PushBound {
+			crossing = append(crossing, targets[i])
+		}
+	}
+	for _, imported := range targets[5:7] {
+		if !slices.Contains(crossing, imported) {
+			t.Errorf("nothing was delivered to the import %s (deliveries reached %q): the test misses the cross-account path", imported, crossing)
+		}
+	}
+	n.assertUntouched(t, ctx)
+	if _, err := n.custos.js.Consumer(ctx, ledger.StreamName, "push0"); err == nil {
+		t.Error("an auditor's consumer exists on the ledger's own stream")
 	}
 }
 
 // TestRegulatorMirror connects a server started from regulator-mirror.conf
-// to one started from ledger-node.conf, creates the mirror streams from
+// to one started from ledger-node.conf, creates the regulator's mirrors from
 // deploy/nats/regulator/*.json and reads the copy as the regulator's
 // auditor, exactly as docs/deploy.md describes.
 func TestRegulatorMirror(t *testing.T) {
 	setDeployEnv(t)
-	leafPort := freePort(t)
-	hub := startFromConfig(t, "ledger-node.conf", func(o *server.Options) { o.LeafNode.Host, o.LeafNode.Port = "127.0.0.1", leafPort })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	hub := startLedgerNode(t, ctx)
 	reg := startFromConfig(t, "regulator-mirror.conf", func(o *server.Options) {
-		u, err := url.Parse(fmt.Sprintf("nats-leaf://regulator:%s@127.0.0.1:%d", deployEnv["REGULATOR_NATS_PASSWORD"], leafPort))
+		u, err := url.Parse(fmt.Sprintf("nats-leaf://regulator:%s@127.0.0.1:%d", deployEnv["REGULATOR_NATS_PASSWORD"], hub.leafPort))
 		if err != nil {
 			t.Fatal(err)
 		}
 		o.LeafNode.Remotes[0].URLs = []*url.URL{u}
 		o.LeafNode.ReconnectInterval = 50 * time.Millisecond
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-
-	custos := connect(t, hub.ClientURL(), "custos", deployEnv["CUSTOS_NATS_PASSWORD"])
-	if _, _, err := ledger.EnsureStreams(ctx, custos.js, ledger.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var bodies []string
-	for i := range 3 {
+	bodies := []string{hub.record}
+	for i := 1; i < 3; i++ {
 		b := fmt.Sprintf(`{"n":%d}`, i)
-		if _, err := custos.js.Publish(ctx, fmt.Sprintf("ledger.s.p%d.t", i), []byte(b)); err != nil {
+		if _, err := hub.custos.js.Publish(ctx, fmt.Sprintf("ledger.s.p%d.t", i), []byte(b)); err != nil {
 			t.Fatal(err)
 		}
 		bodies = append(bodies, b)
 	}
-	if _, err := custos.js.Publish(ctx, ledger.CheckpointSubject, []byte("note")); err != nil {
-		t.Fatal(err)
-	}
 
-	waitFor(t, ctx, "the leaf connection", func() bool { return hub.NumLeafNodes() == 1 && reg.NumLeafNodes() == 1 })
+	// A mirror asks once, then waits half a minute before asking again: let
+	// the leaf connection come up first.
+	waitFor(t, ctx, "the leaf connection", func() bool { return hub.ns.NumLeafNodes() == 1 && reg.NumLeafNodes() == 1 })
 	admin := connect(t, reg.ClientURL(), "admin", deployEnv["REGULATOR_ADMIN_PASSWORD"])
 	for _, name := range []string{ledger.StreamName, ledger.CheckpointStreamName} {
-		b, err := os.ReadFile(filepath.Join(deployDir, "nats", "regulator", name+".json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var cfg jetstream.StreamConfig
-		if err := json.Unmarshal(b, &cfg); err != nil {
-			t.Fatalf("regulator/%s.json: %v", name, err)
-		}
-		if _, err := admin.js.CreateStream(ctx, cfg); err != nil {
-			t.Fatalf("create mirror %s: %v", name, err)
+		if _, err := admin.js.CreateStream(ctx, streamConfigFile(t, "regulator", name)); err != nil {
+			t.Fatalf("create the regulator's mirror %s: %v", name, err)
 		}
 	}
-	for name, want := range map[string]uint64{ledger.StreamName: 3, ledger.CheckpointStreamName: 1} {
-		var last error
-		waitFor(t, ctx, "mirror "+name+" to catch up", func() bool {
-			s, err := admin.js.Stream(ctx, name)
-			if err != nil {
-				last = err
-				return false
-			}
-			if s.CachedInfo().Mirror != nil && s.CachedInfo().Mirror.Error != nil {
-				last = s.CachedInfo().Mirror.Error
-			}
-			return s.CachedInfo().State.Msgs == want
-		}, &last)
-	}
+	waitMirror(t, ctx, admin.js, ledger.StreamName, 3)
+	waitMirror(t, ctx, admin.js, ledger.CheckpointStreamName, 1)
 
 	auditor := connect(t, reg.ClientURL(), "auditor", deployEnv["REGULATOR_AUDITOR_PASSWORD"])
 	var got []string
@@ -610,5 +731,412 @@ func TestDeployYAMLParses(t *testing.T) {
 		if docs == 0 {
 			t.Errorf("%s: no YAML documents", f)
 		}
+	}
+}
+
+// vaultPolicy is a Vault ACL policy: path pattern -> capabilities.
+type vaultPolicy map[string][]string
+
+func loadVaultPolicy(t *testing.T, name string) vaultPolicy {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(deployDir, "vault", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Path map[string]struct {
+			Capabilities []string `hcl:"capabilities"`
+		} `hcl:"path"`
+	}
+	if err := hcl.Decode(&doc, string(b)); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	p := vaultPolicy{}
+	for path, rule := range doc.Path {
+		p[path] = rule.Capabilities
+	}
+	return p
+}
+
+// allows reports whether the policy grants capability on path, with
+// Vault's matching: exact paths, a trailing * as prefix, + as one segment.
+// The deploy policies keep their patterns disjoint, so the first match is
+// the only one (and is checked to be).
+func (p vaultPolicy) allows(t *testing.T, path, capability string) bool {
+	t.Helper()
+	var matched []string
+	for pattern := range p {
+		if vaultMatch(pattern, path) {
+			matched = append(matched, pattern)
+		}
+	}
+	if len(matched) > 1 {
+		t.Fatalf("%s matches several policy paths %v; keep them disjoint so precedence never matters", path, matched)
+	}
+	return len(matched) == 1 && slices.Contains(p[matched[0]], capability)
+}
+
+func vaultMatch(pattern, path string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(path, prefix) && !strings.Contains(prefix, "+")
+	}
+	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
+	if len(ps) != len(xs) {
+		return false
+	}
+	for i := range ps {
+		if ps[i] != "+" && ps[i] != xs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestVaultPolicies checks the policies against the transit calls of
+// ledger/keys (keys.go, pii/keyring.go): each is granted, and nothing
+// dangerous is.
+func TestVaultPolicies(t *testing.T) {
+	custos := loadVaultPolicy(t, "custos-policy.hcl")
+	subject := "transit/keys/custos-subject-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	for _, c := range []struct{ path, capability, why string }{
+		{"transit/keys/custos-checkpoint", "create", "EnsureKey of the signing key"},
+		{"transit/keys/custos-checkpoint", "update", "EnsureKey when it exists"},
+		{"transit/keys/custos-checkpoint", "read", "PublicKey"},
+		{"transit/sign/custos-checkpoint", "update", "Sign"},
+		{"transit/keys/custos-meta", "create", "EnsureKey of the meta key"},
+		{"transit/keys/custos-meta", "update", "EnsureKey when it exists"},
+		{"transit/datakey/plaintext/custos-meta", "update", "DataKey for K_pseud"},
+		{"transit/decrypt/custos-meta", "update", "Unwrap of K_pseud"},
+		{subject, "create", "EnsureKey of a subject key"},
+		{subject, "update", "EnsureKey when it exists"},
+		{subject, "read", "KeyExists"},
+		{subject, "delete", "DestroyKey"},
+		{subject + "/config", "update", "DestroyKey: deletion_allowed"},
+		{"transit/datakey/plaintext/custos-subject-ABC", "update", "DataKey for a subject"},
+		{"transit/decrypt/custos-subject-ABC", "update", "Unwrap of a subject's data key"},
+	} {
+		if !custos.allows(t, c.path, c.capability) {
+			t.Errorf("custos-policy.hcl does not grant %s on %s (%s)", c.capability, c.path, c.why)
+		}
+	}
+	for _, c := range []struct{ path, capability string }{
+		{"transit/keys/custos-checkpoint", "delete"},
+		{"transit/keys/custos-checkpoint/config", "update"},
+		{"transit/keys/custos-checkpoint/rotate", "update"},
+		{"transit/keys/custos-meta", "delete"},
+		{"transit/keys/custos-meta/config", "update"},
+		{"transit/export/encryption-key/custos-subject-ABC", "read"},
+		{"transit/backup/custos-subject-ABC", "read"},
+		{"transit/backup/custos-checkpoint", "read"},
+		{"transit/restore/custos-subject-ABC", "update"},
+		{"transit/encrypt/custos-subject-ABC", "update"},
+		{"transit/sign/custos-subject-ABC", "update"},
+		{"transit/keys/other", "create"},
+		{"transit/keys", "list"},
+		{"sys/mounts/transit", "update"},
+		{"sys/policies/acl/custos", "update"},
+		{"auth/approle/role/custos/secret-id", "update"},
+	} {
+		if custos.allows(t, c.path, c.capability) {
+			t.Errorf("custos-policy.hcl grants %s on %s, which Custos never needs", c.capability, c.path)
+		}
+	}
+	for p := range custos {
+		if !strings.HasPrefix(p, "transit/") {
+			t.Errorf("custos-policy.hcl reaches beyond transit/: %s", p)
+		}
+	}
+
+	auditor := loadVaultPolicy(t, "auditor-policy.hcl")
+	if len(auditor) != 1 || !slices.Equal(auditor["transit/keys/custos-checkpoint"], []string{"read"}) {
+		t.Errorf("auditor-policy.hcl = %v, want read on transit/keys/custos-checkpoint only", auditor)
+	}
+}
+
+// TestVaultSetupScript runs setup.sh against a stand-in CLI that records
+// its calls, both on a fresh server and on one already set up.
+func TestVaultSetupScript(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	script, err := filepath.Abs(filepath.Join(deployDir, "vault", "setup.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, setUp := range []bool{false, true} {
+		dir := t.TempDir()
+		log := filepath.Join(dir, "calls")
+		// The stand-in answers like Vault: lists mounts, says a secret id
+		// lookup found nothing, returns a role id.
+		fake := `#!/bin/sh
+echo "$*" >> "` + log + `"
+case "$1 $2" in
+"secrets list") [ -n "$SET_UP" ] && echo '{"transit/": {}}' || echo '{}' ;;
+"auth list") [ -n "$SET_UP" ] && echo '{"approle/": {}}' || echo '{}' ;;
+"read -field=role_id") echo role-123 ;;
+"write -format=json") [ -n "$SET_UP" ] && echo '{"data":{"secret_id_accessor":"a"}}' ;;
+esac
+exit 0
+`
+		if err := os.WriteFile(filepath.Join(dir, "bao"), []byte(fake), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", script)
+		cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "VAULT_CLI=", "VAULT_ADDR=http://bao:8200", "VAULT_TOKEN=root",
+			"CUSTOS_ROLE_ID=role-123", "CUSTOS_SECRET_ID=secret-456")
+		if setUp {
+			cmd.Env = append(cmd.Env, "SET_UP=1")
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("setup.sh (set up before: %v): %v\n%s", setUp, err, out)
+		}
+		b, _ := os.ReadFile(log)
+		calls := string(b)
+		want := []string{
+			"policy write custos " + filepath.Join(filepath.Dir(script), "custos-policy.hcl"),
+			"policy write custos-auditor " + filepath.Join(filepath.Dir(script), "auditor-policy.hcl"),
+			"write auth/approle/role/custos token_policies=custos",
+			"secret_id_num_uses=0",
+			"write auth/approle/role/custos/role-id role_id=role-123",
+		}
+		if setUp {
+			want = append(want, "auth/approle/role/custos/secret-id/lookup secret_id=secret-456")
+		} else {
+			want = append(want, "secrets enable -path=transit transit", "auth enable approle",
+				"write auth/approle/role/custos/custom-secret-id secret_id=secret-456")
+		}
+		for _, w := range want {
+			if !strings.Contains(calls, w) {
+				t.Errorf("set up before %v: setup.sh never ran %q; calls:\n%s", setUp, w, calls)
+			}
+		}
+		if setUp && (strings.Contains(calls, "secrets enable") || strings.Contains(calls, "auth enable") || strings.Contains(calls, "custom-secret-id")) {
+			t.Errorf("setup.sh is not idempotent; calls:\n%s", calls)
+		}
+		if !strings.Contains(string(out), "role_id: role-123") {
+			t.Errorf("setup.sh does not print the role id:\n%s", out)
+		}
+	}
+}
+
+func readYAML(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(deployDir, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return v
+}
+
+// get walks a decoded YAML document; a missing step fails the test.
+func get[T any](t *testing.T, v any, path ...string) T {
+	t.Helper()
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			t.Fatalf("%v: not a mapping at %q", path, p)
+		}
+		if v, ok = m[p]; !ok {
+			t.Fatalf("%v: no %q", path, p)
+		}
+	}
+	out, ok := v.(T)
+	if !ok {
+		t.Fatalf("%v: %T, want %T", path, v, out)
+	}
+	return out
+}
+
+func strs(l []any) []string {
+	out := make([]string, len(l))
+	for i, x := range l {
+		out[i] = fmt.Sprint(x)
+	}
+	return out
+}
+
+// TestComposeStack checks the compose file wires what docs/deploy.md says:
+// three NATS nodes on the cluster configurations, OpenBao on its
+// configuration file, the init jobs, and two custos replicas in cluster mode.
+func TestComposeStack(t *testing.T) {
+	c := readYAML(t, "compose/docker-compose.yaml")
+	for i := 1; i <= 3; i++ {
+		svc := fmt.Sprintf("nats-%d", i)
+		if cmd := strs(get[[]any](t, c, "services", svc, "command")); !slices.Equal(cmd, []string{"--config", fmt.Sprintf("/etc/nats/cluster-node-%d.conf", i)}) {
+			t.Errorf("%s runs %v", svc, cmd)
+		}
+		env := get[map[string]any](t, c, "services", svc, "environment")
+		for k := range deployEnv {
+			if _, ok := env[k]; !ok && !strings.HasPrefix(k, "REGULATOR_ADMIN") && !strings.HasPrefix(k, "REGULATOR_AUDITOR") && k != "CUSTOS_LEAF_URL" {
+				t.Errorf("%s lacks $%s, which its configuration reads", svc, k)
+			}
+		}
+	}
+	if ep := strs(get[[]any](t, c, "services", "openbao", "entrypoint")); !slices.Contains(ep, "-config=/etc/openbao/openbao.hcl") {
+		t.Errorf("openbao runs %v", ep)
+	}
+	for _, svc := range []string{"custos-1", "custos-2"} {
+		cmd := strings.Join(strs(get[[]any](t, c, "services", svc, "command")), " ")
+		for _, flag := range []string{"serve", "--nats-url=nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222",
+			"--nats-creds=/run/secrets/nats-custos.json", "--replicas=3", "--placement-tags=region:cn", "--vault-addr=http://openbao:8200", "--origin="} {
+			if !strings.Contains(cmd, flag) {
+				t.Errorf("%s: command %q lacks %s", svc, cmd, flag)
+			}
+		}
+		env := get[map[string]any](t, c, "services", svc, "environment")
+		if env["VAULT_ROLE_ID"] == nil || env["VAULT_SECRET_ID"] == nil {
+			t.Errorf("%s: no VAULT_ROLE_ID/VAULT_SECRET_ID", svc)
+		}
+		deps := get[map[string]any](t, c, "services", svc, "depends_on")
+		for _, d := range []string{"openbao-init", "nats-audit-init"} {
+			if get[string](t, deps, d, "condition") != "service_completed_successfully" {
+				t.Errorf("%s does not wait for %s", svc, d)
+			}
+		}
+	}
+	df, err := os.ReadFile(filepath.Join(deployDir, "compose", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"FROM golang:1.26 AS build", "./services/cmd/custos", "FROM gcr.io/distroless/"} {
+		if !strings.Contains(string(df), want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+}
+
+// TestComposeGenSecrets runs gen-secrets.sh on a copy and checks that what
+// it makes is what NATS, OpenBao and custos accept.
+func TestComposeGenSecrets(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	dir := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(deployDir, "compose", "gen-secrets.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "gen-secrets.sh"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("sh", filepath.Join(dir, "gen-secrets.sh")).CombinedOutput(); err != nil {
+		t.Fatalf("gen-secrets.sh: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("sh", filepath.Join(dir, "gen-secrets.sh")).CombinedOutput(); err == nil {
+		t.Fatalf("gen-secrets.sh overwrote existing secrets:\n%s", out)
+	}
+	env, err := os.ReadFile(filepath.Join(dir, ".env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(env)), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		vars[k] = v
+		if !regexp.MustCompile(`^[a-z][0-9a-f]{48}$`).MatchString(v) {
+			t.Errorf("%s=%q is not a single token starting with a letter", k, v)
+		}
+	}
+	compose := readYAML(t, "compose/docker-compose.yaml")
+	for _, svc := range []string{"nats-1", "custos-1", "openbao-init"} {
+		for _, v := range get[map[string]any](t, compose, "services", svc, "environment") {
+			for _, m := range regexp.MustCompile(`\$\{([A-Z_]+)`).FindAllStringSubmatch(fmt.Sprint(v), -1) {
+				if _, ok := vars[m[1]]; !ok {
+					t.Errorf("%s reads $%s, which gen-secrets.sh does not write", svc, m[1])
+				}
+			}
+		}
+	}
+	var creds natsd.Credentials
+	if b, err := os.ReadFile(filepath.Join(dir, "secrets", "nats-custos.json")); err != nil || json.Unmarshal(b, &creds) != nil ||
+		creds.User != "custos" || creds.Password != vars["CUSTOS_NATS_PASSWORD"] {
+		t.Errorf("secrets/nats-custos.json = %+v (%v), want custos with $CUSTOS_NATS_PASSWORD", creds, err)
+	}
+	if tok, _ := os.ReadFile(filepath.Join(dir, "secrets", "admin.token")); !regexp.MustCompile(`^cst_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\n$`).Match(tok) {
+		t.Errorf("admin.token %q is not a custos token", tok)
+	}
+	if key, _ := os.ReadFile(filepath.Join(dir, "secrets", "openbao-unseal.key")); len(key) != 32 {
+		t.Errorf("openbao-unseal.key has %d bytes, want 32", len(key))
+	}
+}
+
+// TestKubernetesManifests checks deploy/k8s against what docs/deploy.md
+// promises: the NATS chart values (three replicas, file storage on PVCs,
+// fsync always, region tag, accounts.conf with every variable it reads) and
+// the custos Deployment, Service, PodDisruptionBudget and NetworkPolicy.
+func TestKubernetesManifests(t *testing.T) {
+	v := readYAML(t, "k8s/nats-values.yaml")
+	if get[int](t, v, "config", "cluster", "replicas") != 3 || !get[bool](t, v, "config", "jetstream", "fileStore", "pvc", "enabled") {
+		t.Error("nats-values.yaml: want 3 replicas with JetStream file storage on PVCs")
+	}
+	if get[string](t, v, "config", "jetstream", "merge", "sync_interval") != "always" {
+		t.Error("nats-values.yaml: JetStream does not fsync always")
+	}
+	if !slices.Contains(strs(get[[]any](t, v, "config", "merge", "server_tags")), "region:cn") {
+		t.Error("nats-values.yaml: servers not tagged region:cn")
+	}
+	if get[string](t, v, "config", "merge", "00$include") != "accounts.conf" {
+		t.Error("nats-values.yaml does not include accounts.conf")
+	}
+	acc, err := os.ReadFile(filepath.Join(deployDir, "nats", "accounts.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := get[map[string]any](t, v, "container", "env")
+	vars := regexp.MustCompile(`password:\s*\$([A-Z][A-Z_]*)`).FindAllStringSubmatch(string(acc), -1)
+	if len(vars) < 5 {
+		t.Fatalf("found only %d password variables in accounts.conf", len(vars))
+	}
+	for _, m := range vars {
+		if _, ok := env[m[1]]; !ok {
+			t.Errorf("nats-values.yaml: accounts.conf reads $%s, which the container does not get", m[1])
+		}
+	}
+
+	f, err := os.Open(filepath.Join(deployDir, "k8s", "custos.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	kinds := map[string]map[string]any{}
+	for dec := yaml.NewDecoder(f); ; {
+		var doc map[string]any
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		kinds[get[string](t, doc, "kind")] = doc
+	}
+	for _, k := range []string{"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"} {
+		if kinds[k] == nil {
+			t.Errorf("custos.yaml has no %s", k)
+		}
+	}
+	d := kinds["Deployment"]
+	if get[int](t, d, "spec", "replicas") != 2 {
+		t.Error("custos Deployment: want 2 replicas")
+	}
+	c := get[[]any](t, d, "spec", "template", "spec", "containers")[0]
+	if get[string](t, c, "readinessProbe", "httpGet", "path") != "/readyz" || get[string](t, c, "livenessProbe", "httpGet", "path") != "/healthz" {
+		t.Error("custos: readiness must be /readyz and liveness /healthz")
+	}
+	args := strings.Join(strs(get[[]any](t, c, "args")), " ")
+	for _, flag := range []string{"serve", "--nats-url=", "--nats-creds=", "--replicas=3", "--placement-tags=region:cn", "--vault-addr=", "--origin="} {
+		if !strings.Contains(args, flag) {
+			t.Errorf("custos args %q lack %s", args, flag)
+		}
+	}
+	var secrets []string
+	for _, e := range get[[]any](t, c, "env") {
+		secrets = append(secrets, get[string](t, e, "valueFrom", "secretKeyRef", "name")+"/"+get[string](t, e, "name"))
+	}
+	if !slices.Equal(secrets, []string{"custos-vault-approle/VAULT_ROLE_ID", "custos-vault-approle/VAULT_SECRET_ID"}) {
+		t.Errorf("custos env from secrets %v", secrets)
 	}
 }

@@ -1,11 +1,20 @@
 // Package natsd runs the embedded NATS server of a single-machine Custos:
 // JetStream on disk with every message fsynced before it is acknowledged,
-// listening on loopback, always with authentication, and with two users:
-// Custos's own, which may append and read but never delete, purge or
-// weaken the ledger streams, and a read-only auditor (SPEC §4).
+// listening on loopback, always with authentication (SPEC §4).
+//
+// It has the account layout of deploy/nats/accounts.conf. Custos's own user
+// lives in the account CUSTOS with the ledger streams and KV buckets; it may
+// append and read but never delete, purge or weaken the ledger streams.
+// The read-only auditor lives in the account AUDIT, which holds mirrors
+// named LEDGER and LEDGER_CHECKPOINTS: a JetStream API request is answered
+// on whatever reply subject the requester names, and the server publishes
+// that answer past every user permission, so a "read-only" user in the
+// ledger's own account could make the server append to the ledger. In AUDIT
+// nothing captures such messages, and mirrors take no published messages.
 package natsd
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -15,10 +24,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Config of the embedded server.
@@ -53,6 +64,7 @@ type Server struct {
 	ns      *server.Server
 	Custos  Credentials
 	Auditor Credentials
+	admin   Credentials
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -62,6 +74,10 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	auditor, err := loadOrCreate(filepath.Join(cfg.Dir, "nats-auditor.json"), "auditor")
+	if err != nil {
+		return nil, err
+	}
+	admin, err := loadOrCreate(filepath.Join(cfg.Dir, "nats-audit-admin.json"), "audit-admin")
 	if err != nil {
 		return nil, err
 	}
@@ -80,22 +96,14 @@ func Start(cfg Config) (*Server, error) {
 	if name == "" {
 		name = "custos-embedded"
 	}
-	opts := &server.Options{
-		ServerName:         name,
-		Host:               host,
-		Port:               port,
-		JetStream:          true,
-		StoreDir:           filepath.Join(cfg.Dir, "nats"),
-		SyncAlways:         !cfg.NoSync,
-		NoSigs:             true,
-		NoLog:              true,
-		MaxPayload:         8 << 20,
-		JetStreamMaxMemory: 256 << 20,
-		Users: []*server.User{
-			{Username: custos.User, Password: custos.Password, Permissions: CustosPermissions()},
-			{Username: auditor.User, Password: auditor.Password, Permissions: AuditorPermissions()},
-		},
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(accountsConfig(custos, auditor, admin)); err != nil {
+		return nil, fmt.Errorf("nats accounts: %w", err)
 	}
+	opts.ServerName, opts.Host, opts.Port = name, host, port
+	opts.JetStream, opts.StoreDir, opts.SyncAlways = true, filepath.Join(cfg.Dir, "nats"), !cfg.NoSync
+	opts.NoSigs, opts.NoLog = true, true
+	opts.MaxPayload, opts.JetStreamMaxMemory = 8<<20, 256<<20
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
@@ -116,7 +124,108 @@ func Start(cfg Config) (*Server, error) {
 		ns.Shutdown()
 		return nil, err
 	}
-	return &Server{ns: ns, Custos: custos, Auditor: auditor}, nil
+	admin.URL = url
+	if err := writeCreds(filepath.Join(cfg.Dir, "nats-audit-admin.json"), admin); err != nil {
+		ns.Shutdown()
+		return nil, err
+	}
+	return &Server{ns: ns, Custos: custos, Auditor: auditor, admin: admin}, nil
+}
+
+// EnsureAuditMirrors creates the auditors' mirrors of the ledger streams in
+// the AUDIT account; Custos calls it once the ledger streams exist.
+func (s *Server) EnsureAuditMirrors(ctx context.Context) error {
+	nc, err := s.admin.Connect("custos-audit-admin")
+	if err != nil {
+		return fmt.Errorf("audit account: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	for _, name := range []string{"LEDGER", "LEDGER_CHECKPOINTS"} {
+		if _, err := js.Stream(ctx, name); err == nil {
+			continue
+		}
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: name, Description: "Auditors' read-only mirror of the ledger's " + name,
+			Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew,
+			MaxMsgs: -1, MaxBytes: -1, MaxMsgsPerSubject: -1, MaxMsgSize: -1,
+			DenyDelete: true, DenyPurge: true, AllowDirect: true,
+			Mirror: &jetstream.StreamSource{Name: name, External: &jetstream.ExternalStream{APIPrefix: "$JS.ledger.API", DeliverPrefix: "audit.deliver"}},
+		})
+		if err != nil {
+			return fmt.Errorf("audit mirror %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// MirrorCaughtUp reports whether the auditors' mirrors hold every message
+// of the ledger streams as of now.
+func (s *Server) MirrorCaughtUp(ctx context.Context, ledgerSeq, checkpointSeq uint64) bool {
+	nc, err := s.Auditor.Connect("custos-mirror-check")
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	for name, want := range map[string]uint64{"LEDGER": ledgerSeq, "LEDGER_CHECKPOINTS": checkpointSeq} {
+		st, err := js.Stream(ctx, name)
+		if err != nil || st.CachedInfo().State.LastSeq < want {
+			return false
+		}
+	}
+	return true
+}
+
+// accountsConfig renders the two accounts of deploy/nats/accounts.conf with
+// this server's generated passwords and the permissions below.
+func accountsConfig(custos, auditor, admin Credentials) string {
+	list := func(v []string) string {
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false) // NATS config knows no \u escapes
+		_ = enc.Encode(v)
+		return strings.TrimSpace(b.String())
+	}
+	cp, ap := CustosPermissions(), AuditorPermissions()
+	return fmt.Sprintf(`accounts {
+  CUSTOS {
+    jetstream: enabled
+    users: [
+      { user: %q, password: %q, permissions: { publish: { allow: %s, deny: %s }, subscribe: { allow: %s } } }
+    ]
+    exports: [
+      { service: "$JS.API.CONSUMER.CREATE.LEDGER", accounts: [AUDIT] }
+      { service: "$JS.API.CONSUMER.CREATE.LEDGER_CHECKPOINTS", accounts: [AUDIT] }
+      { stream: "audit.deliver.>", accounts: [AUDIT] }
+      { service: "$JS.FC.>", accounts: [AUDIT] }
+    ]
+  }
+  AUDIT {
+    jetstream: enabled
+    users: [
+      { user: %q, password: %q, permissions: { publish: { allow: %s }, subscribe: { allow: %s } } }
+      { user: %q, password: %q, permissions: { publish: { allow: ["$JS.API.STREAM.CREATE.LEDGER", "$JS.API.STREAM.CREATE.LEDGER_CHECKPOINTS", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.INFO"] }, subscribe: { allow: ["_INBOX.>"] } } }
+    ]
+    imports: [
+      { service: { account: CUSTOS, subject: "$JS.API.CONSUMER.CREATE.LEDGER" }, to: "$JS.ledger.API.CONSUMER.CREATE.LEDGER" }
+      { service: { account: CUSTOS, subject: "$JS.API.CONSUMER.CREATE.LEDGER_CHECKPOINTS" }, to: "$JS.ledger.API.CONSUMER.CREATE.LEDGER_CHECKPOINTS" }
+      { stream: { account: CUSTOS, subject: "audit.deliver.>" } }
+      { service: { account: CUSTOS, subject: "$JS.FC.>" } }
+    ]
+  }
+  SYS {}
+}
+system_account: SYS
+`, custos.User, custos.Password, list(cp.Publish.Allow), list(cp.Publish.Deny), list(cp.Subscribe.Allow),
+		auditor.User, auditor.Password, list(ap.Publish.Allow), list(ap.Subscribe.Allow),
+		admin.User, admin.Password)
 }
 
 // URL is the client URL.
