@@ -98,18 +98,40 @@ func (c *Client) Login(ctx context.Context) error {
 func (c *Client) Calls() uint64 { return c.calls.Load() }
 
 func (c *Client) write(ctx context.Context, path string, data map[string]any) (*vault.Secret, error) {
-	c.calls.Add(1)
-	s, err := c.vc.Logical().WriteWithContext(ctx, c.mount+"/"+path, data)
+	var s *vault.Secret
+	err := c.retryLogin(ctx, func() (err error) {
+		c.calls.Add(1)
+		s, err = c.vc.Logical().WriteWithContext(ctx, c.mount+"/"+path, data)
+		return err
+	})
 	return s, classify(err)
 }
 
 func (c *Client) read(ctx context.Context, path string) (*vault.Secret, error) {
-	c.calls.Add(1)
-	s, err := c.vc.Logical().ReadWithContext(ctx, c.mount+"/"+path)
+	var s *vault.Secret
+	err := c.retryLogin(ctx, func() (err error) {
+		c.calls.Add(1)
+		s, err = c.vc.Logical().ReadWithContext(ctx, c.mount+"/"+path)
+		return err
+	})
 	if err == nil && s == nil {
 		return nil, ErrNotFound
 	}
 	return s, classify(err)
+}
+
+// retryLogin runs op, and when Vault refuses the token (it expired) and
+// AppRole credentials are configured, logs in again and retries once.
+func (c *Client) retryLogin(ctx context.Context, op func() error) error {
+	err := op()
+	var re *vault.ResponseError
+	if err == nil || c.roleID == "" || !errors.As(err, &re) || re.StatusCode != http.StatusForbidden {
+		return err
+	}
+	if lerr := c.Login(ctx); lerr != nil {
+		return err
+	}
+	return op()
 }
 
 func classify(err error) error {
