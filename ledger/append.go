@@ -10,6 +10,8 @@ import (
 	"hash/fnv"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"custos.dev/ledger/event"
@@ -361,5 +363,21 @@ func keyError(err error) error {
 	if errors.Is(err, keys.ErrUnavailable) {
 		return fmt.Errorf("%w: key service: %v", ErrUnavailable, err)
 	}
+	if natsTransient(err) {
+		return fmt.Errorf("%w: subject key store: %v", ErrUnavailable, err)
+	}
 	return err
+}
+
+// natsTransient reports a NATS failure that a retry can outlive: on a
+// cluster, the subject-key bucket's stream has no leader for a moment
+// after its leader's server goes away, and requests to it time out. The
+// caller gets 503 and re-sends; a key entry created by the timed-out
+// attempt is found and used by the retry, and nothing was appended.
+func natsTransient(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		(errors.As(err, &apiErr) && apiErr.Code == 503)
 }

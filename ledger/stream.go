@@ -171,6 +171,11 @@ func CheckStreamConfig(have, want jetstream.StreamConfig) error {
 	case have.Mirror != nil || len(have.Sources) > 0:
 		return weak("mirror/sources", "must not be set")
 	}
+	if want.Placement != nil && len(want.Placement.Tags) > 0 {
+		if have.Placement == nil || !containsAll(have.Placement.Tags, want.Placement.Tags) {
+			return weak("placement", fmt.Sprintf("must carry the tags %v (the ledger must stay in its region)", want.Placement.Tags))
+		}
+	}
 	if !sameStrings(have.Subjects, want.Subjects) {
 		return weak("subjects", fmt.Sprintf("are %v, %v required", have.Subjects, want.Subjects))
 	}
@@ -183,6 +188,19 @@ func sameStrings(a, b []string) bool {
 	}
 	for i := range a {
 		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			found = found || h == w
+		}
+		if !found {
 			return false
 		}
 	}

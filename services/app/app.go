@@ -164,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	js, _ := jetstream.New(a.nc)
-	if a.Tokens, err = auth.Open(ctx, js, cfg.Replicas, cfg.Clock); err != nil {
+	if a.Tokens, err = auth.Open(ctx, js, cfg.Replicas, placement, cfg.Clock); err != nil {
 		return nil, err
 	}
 	if err := a.bootstrapAdmin(ctx); err != nil {
