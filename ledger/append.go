@@ -160,18 +160,24 @@ func (l *Ledger) append(ctx context.Context, e *event.Event) (*Receipt, error) {
 // decision and the append; decide again.
 var errStale = errors.New("subject state is stale")
 
-// duplicate answers a re-sent event from the id index.
+// duplicate answers a re-sent event from the id index, rebuilding the
+// original receipt from the stored record.
 func (l *Ledger) duplicate(ctx context.Context, key, mac string, e *event.Event) (*Receipt, error, bool) {
 	ent, ok := l.view.Lookup(key)
 	if !ok {
 		return nil, nil, false
 	}
-	if ent.ContentMAC != mac {
+	if ent.MAC != state.MACDigest(mac) {
 		return nil, ErrConflict, true
 	}
-	rc := &Receipt{Seq: ent.Seq, LeafHash: base64.StdEncoding.EncodeToString(ent.LeafHash[:]), Duplicate: true}
-	if ent.Decision != nil {
-		rc.Decision = *ent.Decision
+	_, body, err := l.GetRecord(ctx, ent.Seq)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read original record %d: %v", ErrUnavailable, ent.Seq, err), true
+	}
+	leaf := tlog.RecordHash(body)
+	rc := &Receipt{Seq: ent.Seq, LeafHash: base64.StdEncoding.EncodeToString(leaf[:]), Duplicate: true}
+	if r, err := record.Unmarshal(body); err == nil && r.Decision != nil {
+		rc.Decision = *r.Decision
 	}
 	// An erasure whose key destruction did not finish (Vault was down) is
 	// finished by its re-send.
@@ -314,7 +320,7 @@ func (l *Ledger) publish(ctx context.Context, p string, rec *record.Record, msgI
 		rc.Decision = *rec.Decision
 	}
 	if !ack.Duplicate {
-		if err := l.view.ApplyLocal(ack.Sequence, p, leaf, rec); err != nil {
+		if err := l.view.ApplyLocal(ack.Sequence, p, rec); err != nil {
 			return nil, err
 		}
 	}
@@ -338,7 +344,7 @@ func (l *Ledger) AppendInternal(ctx context.Context, p, typ, id string, data any
 func (l *Ledger) appendInternal(ctx context.Context, p, typ, id string, data any) (*Receipt, error) {
 	key := state.IDKey(InternalSource, id)
 	if ent, ok := l.view.Lookup(key); ok {
-		return &Receipt{Seq: ent.Seq, LeafHash: base64.StdEncoding.EncodeToString(ent.LeafHash[:]), Duplicate: true}, nil
+		return &Receipt{Seq: ent.Seq, Duplicate: true}, nil
 	}
 	for round := 0; round < maxDecideRounds; round++ {
 		var last uint64

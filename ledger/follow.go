@@ -52,8 +52,7 @@ func (l *Ledger) follow(ctx context.Context) {
 			l.fail(fmt.Errorf("%w: expected sequence %d, stream delivered %d", ErrIntegrity, want, seq))
 			return
 		}
-		leaf, err := l.tree.Append(msg.Data())
-		if err != nil {
+		if _, err := l.tree.Append(msg.Data()); err != nil {
 			l.fail(fmt.Errorf("%w: tree: %v", ErrIntegrity, err))
 			return
 		}
@@ -62,7 +61,7 @@ func (l *Ledger) follow(ctx context.Context) {
 			l.fail(fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, seq, err))
 			return
 		}
-		if err := l.view.Apply(seq, PseudonymOf(msg.Subject()), leaf, r); err != nil {
+		if err := l.view.Apply(seq, PseudonymOf(msg.Subject()), r); err != nil {
 			l.fail(fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, seq, err))
 			return
 		}

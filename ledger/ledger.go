@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -187,9 +188,19 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 		return l.opts.Policy.Active().IsStorageRegion(region)
 	})
 
-	info, err := l.stream.Info(ctx)
+	info, err := l.stream.Info(ctx, jetstream.WithDeletedDetails(true))
 	if err != nil {
 		return nil, err
+	}
+	// LEDGER denies deletes, so every sequence up to the last must be
+	// stored. NATS marks what it could not recover from a damaged store
+	// as deleted; waiting for those would never end.
+	if st := info.State; st.Msgs < st.LastSeq {
+		first := uint64(1)
+		if st.Msgs > 0 && st.FirstSeq == 1 && len(st.Deleted) > 0 {
+			first = slices.Min(st.Deleted)
+		}
+		return nil, fmt.Errorf("%w: LEDGER's last sequence is %d but it stores %d messages: sequences from %d are missing from the store", ErrIntegrity, st.LastSeq, st.Msgs, first)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel

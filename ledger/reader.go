@@ -122,7 +122,12 @@ func replayStream(ctx context.Context, s jetstream.Stream, f Filter, fn func(Ent
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	for ; pending > 0; pending-- {
+	// NATS may count a message it can no longer deliver (a record whose
+	// checksum failed after a restart) in its pending and stream counts,
+	// so the replay also ends at the stream's last sequence.
+	last := s.CachedInfo().State.LastSeq
+	done := false
+	for ; pending > 0 && !done; pending-- {
 		msg, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -135,6 +140,7 @@ func replayStream(ctx context.Context, s jetstream.Stream, f Filter, fn func(Ent
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		seq := md.Sequence.Stream
+		done = md.NumPending == 0 || seq >= last
 		if f.ToSeq > 0 && seq > f.ToSeq {
 			return nil
 		}

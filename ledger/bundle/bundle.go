@@ -206,6 +206,9 @@ func Read(r io.Reader) (*Contents, error) {
 			return nil, fmt.Errorf("%w: %s does not match its digest in the manifest", ErrInvalid, name)
 		}
 	}
+	if strings.TrimSpace(string(files[KeyFile])) != c.Manifest.VerifierKey {
+		return nil, fmt.Errorf("%w: %s differs from the manifest's verifier key", ErrInvalid, KeyFile)
+	}
 	if err := lines(files[EventsFile], &c.Events); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, EventsFile, err)
 	}
@@ -343,6 +346,11 @@ func Verify(c *Contents, trustedKey string) *Result {
 		if tlog.CheckRecord(tlog.RecordProof(hs), latest.Size, latest.Root, int64(e.Seq-1), tlog.RecordHash(e.Event)) != nil {
 			return bad(e.Seq, 0, "sequence %d is not the event the signed tree holds: it was altered", e.Seq)
 		}
+	}
+	if len(c.Events) == 0 && (m.FromSeq != 0 || m.ToSeq != 0) {
+		// An export whose range matched nothing says 0..0; a bundle that
+		// names a range must hold it, or stripping every event would pass.
+		return bad(m.FromSeq, 0, "sequence %d is missing from the bundle", m.FromSeq)
 	}
 	if len(c.Events) > 0 && next-1 != m.ToSeq {
 		return bad(next, 0, "the bundle ends at sequence %d, the manifest says %d", next-1, m.ToSeq)

@@ -109,8 +109,10 @@ func Marshal(r *Record) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// Unmarshal decodes a stored body. It accepts only bodies that Marshal
-// could have written for a known version.
+// Unmarshal decodes a stored body of a known version, refusing unknown
+// fields and bodies without the fields every record has. It does not
+// insist on Marshal's exact spelling: integrity rests on the stored bytes,
+// and nothing rebuilds a body from a parsed record.
 func Unmarshal(body []byte) (*Record, error) {
 	var r Record
 	dec := json.NewDecoder(bytes.NewReader(body))

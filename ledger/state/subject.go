@@ -320,6 +320,9 @@ func (s *Subject) Clone() *Subject {
 }
 
 func wholeYears(from, to time.Time) int {
+	// Dates are compared in UTC, as records' times are: a caller's clock in
+	// another zone must not move an anniversary by a day.
+	from, to = from.UTC(), to.UTC()
 	if to.Before(from) {
 		return 0
 	}

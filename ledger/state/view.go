@@ -13,12 +13,27 @@ import (
 	"custos.dev/ledger/record"
 )
 
-// IDEntry is what the ledger recorded for a source+id.
+// IDEntry is what the index keeps for a source+id: where it is, and a
+// digest of the content MAC to tell a re-send from a conflict. It is kept
+// small (24 bytes) because the index has one entry per event; the receipt
+// of a re-send is rebuilt from the stored record.
 type IDEntry struct {
-	Seq        uint64
-	ContentMAC string
-	LeafHash   [32]byte
-	Decision   *policy.Decision
+	Seq uint64
+	MAC [16]byte
+}
+
+// MACDigest is the index's digest of a record's content MAC.
+func MACDigest(contentMAC string) [16]byte {
+	h := sha256.Sum256([]byte(contentMAC))
+	var d [16]byte
+	copy(d[:], h[:16])
+	return d
+}
+
+func idBytes(key string) [16]byte {
+	var k [16]byte
+	hex.Decode(k[:], []byte(key))
+	return k
 }
 
 // RegisterEntry is one line of the transfer register: a cross-border
@@ -49,7 +64,7 @@ type View struct {
 	applied  uint64
 	subjects map[string]*Subject
 	notices  []policy.NoticeVersion
-	ids      map[string]IDEntry
+	ids      map[[16]byte]IDEntry
 	register []RegisterEntry
 	domestic func(region string) bool
 	// policyRev is the revision named by the last custos.policy.activated.
@@ -59,7 +74,7 @@ type View struct {
 // NewView returns an empty view. domestic tells which regions are inside
 // the ledger's home jurisdiction, for the transfer register.
 func NewView(domestic func(region string) bool) *View {
-	v := &View{subjects: map[string]*Subject{}, ids: map[string]IDEntry{}, notices: []policy.NoticeVersion{}, domestic: domestic}
+	v := &View{subjects: map[string]*Subject{}, ids: map[[16]byte]IDEntry{}, notices: []policy.NoticeVersion{}, domestic: domestic}
 	v.changed = sync.NewCond(v.mu.RLocker())
 	return v
 }
@@ -72,28 +87,28 @@ func IDKey(source, id string) string {
 
 // Apply folds the record at seq into the view; the follower calls it for
 // every record in sequence order.
-func (v *View) Apply(seq uint64, pseudonym string, leaf [32]byte, r *record.Record) error {
-	return v.apply(seq, pseudonym, leaf, r, false)
+func (v *View) Apply(seq uint64, pseudonym string, r *record.Record) error {
+	return v.apply(seq, pseudonym, r, false)
 }
 
 // ApplyLocal folds a record this process has just appended into its
 // subject's state at once, so that the next decision about the subject sees
 // it (read-your-writes) before the follower reaches it. The follower's later
 // Apply of the same record changes nothing twice.
-func (v *View) ApplyLocal(seq uint64, pseudonym string, leaf [32]byte, r *record.Record) error {
-	return v.apply(seq, pseudonym, leaf, r, true)
+func (v *View) ApplyLocal(seq uint64, pseudonym string, r *record.Record) error {
+	return v.apply(seq, pseudonym, r, true)
 }
 
-func (v *View) apply(seq uint64, pseudonym string, leaf [32]byte, r *record.Record, local bool) error {
+func (v *View) apply(seq uint64, pseudonym string, r *record.Record, local bool) error {
 	v.mu.Lock()
 	defer func() {
 		v.mu.Unlock()
 		v.changed.Broadcast()
 	}()
 	if r.Type != record.TypeDenied {
-		k := IDKey(r.Source, r.ID)
+		k := idBytes(IDKey(r.Source, r.ID))
 		if _, seen := v.ids[k]; !seen {
-			v.ids[k] = IDEntry{Seq: seq, ContentMAC: r.ContentMAC, LeafHash: leaf, Decision: r.Decision}
+			v.ids[k] = IDEntry{Seq: seq, MAC: MACDigest(r.ContentMAC)}
 		}
 	}
 	inOrder := !local && seq > v.applied
@@ -216,7 +231,7 @@ func (v *View) WaitApplied(ctx context.Context, seq uint64) error {
 func (v *View) Lookup(key string) (IDEntry, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	e, ok := v.ids[key]
+	e, ok := v.ids[idBytes(key)]
 	return e, ok
 }
 

@@ -126,6 +126,10 @@ func Run(ctx context.Context, src Source, o Options) (*Report, error) {
 			if err != nil {
 				return err
 			}
+			if rng.End() == 0 {
+				// compact gives no root for no leaves; RFC 6962's is SHA-256("").
+				root = rfc6962.DefaultHasher.EmptyRoot()
+			}
 			if !bytes.Equal(root, cps[ci].Root[:]) {
 				from := uint64(o.First)
 				if ci > 0 && cps[ci-1].Size >= int64(o.First-1) {

@@ -138,8 +138,9 @@ func TestNoPersonalDataLeaks(t *testing.T) {
 	}
 	check("/metrics", metrics.raw)
 
-	// The streams as an auditor reads them from NATS: bodies, subjects,
-	// headers.
+	// The streams as an auditor reads them from NATS (the auditors'
+	// mirrors): bodies, subjects, headers.
+	h.waitMirror()
 	n := scanStreams(t, filepath.Join(h.dir, "nats-auditor.json"), check)
 	if n < 10 {
 		t.Fatalf("read only %d stored messages", n)

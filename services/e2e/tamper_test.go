@@ -166,9 +166,12 @@ func (f *tamperFixture) verifyNATS(t *testing.T) (verifyReport, int) {
 	code := cli.Main(ctx, []string{"verify", "--nats-creds", filepath.Join(f.h.dir, "nats-auditor.json"),
 		"--verifier-key", "@" + filepath.Join(f.h.dir, "verifier.key"), "--max-unsigned-age", "0", "--output", "json"},
 		strings.NewReader(""), &out, &errOut, func(string) string { return "" })
+	if ctx.Err() != nil {
+		t.Fatalf("verify did not finish within 10 s on the damaged store (exit %d; docs/threat-model.md, Known gaps):\n%s", code, errOut.String())
+	}
 	var rep verifyReport
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("verify: exit %d (timed out: %v), output not a report: %v\n%s\n%s", code, ctx.Err() != nil, err, out.String(), errOut.String())
+		t.Fatalf("verify: exit %d, output not a report: %v\n%s\n%s", code, err, out.String(), errOut.String())
 	}
 	return rep, code
 }

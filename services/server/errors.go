@@ -67,6 +67,21 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
+// MarshalJSON always writes field for invalid_event, empty when the body
+// as a whole is wrong (not JSON, not an object, too deep), so that clients
+// can rely on the member being there (SPEC §2).
+func (e *Error) MarshalJSON() ([]byte, error) {
+	type plain Error
+	if e.Code != CodeInvalidEvent {
+		return json.Marshal((*plain)(e))
+	}
+	return json.Marshal(struct {
+		Code    string `json:"code"`
+		Field   string `json:"field"`
+		Message string `json:"message"`
+	}{e.Code, e.Field, e.Message})
+}
+
 func errorf(code, msg string) *Error { return &Error{Code: code, Message: msg} }
 
 // ErrorBody is the JSON body of every error (SPEC §2, §3).
@@ -117,12 +132,18 @@ func toAPIError(err error) *Error {
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := toAPIError(err)
+	// Log the route pattern, never the path: /v1/subjects/{subject}/...
+	// carries a subject identifier, and an unknown path may carry anything.
+	route := r.Pattern
+	if route == "" {
+		route = "unmatched"
+	}
 	if e.Code == CodeInternal {
 		// Internal errors can wrap anything; log the kind, not the text
 		// of user input (which the lower layers never put in errors).
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.log.Error("request failed", "method", r.Method, "route", route, "err", err)
 	} else {
-		s.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "code", e.Code, "field", e.Field)
+		s.log.Debug("request refused", "method", r.Method, "route", route, "code", e.Code, "field", e.Field)
 	}
 	s.metrics.errors.WithLabelValues(e.Code).Inc()
 	if e.Code == CodeRateLimited {

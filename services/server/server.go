@@ -212,15 +212,45 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, map[string]any{"ready": ok, "checks": checks})
 }
 
+// Limits on slow clients (docs/threat-model.md). A client that takes
+// longer to send its headers, or its whole request, is disconnected; an
+// idle keep-alive connection is closed.
+const (
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	MaxHeaderBytes           = 64 << 10
+)
+
+// HTTPOption adjusts the http.Server HTTPServer builds.
+type HTTPOption func(*http.Server)
+
+// WithReadHeaderTimeout sets how long a client may take to send its
+// request line and headers.
+func WithReadHeaderTimeout(d time.Duration) HTTPOption {
+	return func(s *http.Server) { s.ReadHeaderTimeout = d }
+}
+
+// WithReadTimeout sets how long a client may take to send its whole
+// request, body included.
+func WithReadTimeout(d time.Duration) HTTPOption {
+	return func(s *http.Server) { s.ReadTimeout = d }
+}
+
 // HTTPServer wraps the handler with the timeouts that protect against slow
-// clients.
-func HTTPServer(addr string, h http.Handler) *http.Server {
-	return &http.Server{
+// clients. There is no write timeout: replays and audit exports stream for
+// as long as the ledger is long.
+func HTTPServer(addr string, h http.Handler, opts ...HTTPOption) *http.Server {
+	s := &http.Server{
 		Addr:              addr,
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: DefaultReadHeaderTimeout,
+		ReadTimeout:       DefaultReadTimeout,
+		IdleTimeout:       DefaultIdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
 	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }

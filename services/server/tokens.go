@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 
 	"custos.dev/services/auth"
@@ -33,6 +35,11 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) error
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		return errorf(CodeInvalidRequest, "body must be {\"role\", \"source\"}")
+	}
+	// One object and nothing after it: a body with more is not the
+	// request the admin meant, so nothing is created.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errorf(CodeInvalidRequest, "body must be one {\"role\", \"source\"} object")
 	}
 	t, secret, err := s.tokens.Create(r.Context(), req.Role, req.Source, req.Note)
 	if err != nil {
