@@ -127,8 +127,9 @@ func TestVaultSignedCheckpointVerifiesWithNoteAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parts := strings.Split(s.VerifierKey(), "+")
-	raw, err := base64.StdEncoding.DecodeString(parts[len(parts)-1])
+	// name+hash+key; the base64 key may itself contain '+'.
+	parts := strings.SplitN(s.VerifierKey(), "+", 3)
+	raw, err := base64.StdEncoding.DecodeString(parts[2])
 	if err != nil || len(raw) != 1+ed25519.PublicKeySize || raw[0] != 1 || !bytes.Equal(raw[1:], pub) {
 		t.Fatalf("verifier key %q does not hold Vault's public key", s.VerifierKey())
 	}
