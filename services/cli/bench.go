@@ -15,6 +15,7 @@ import (
 func (e *env) benchCmd() *cobra.Command {
 	var cfg bench.Config
 	var cpuProfile string
+	var growth, subjects, stages int
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure Custos against raw NATS JetStream on this machine and print the ratios",
@@ -42,6 +43,18 @@ ceiling as a ratio.`,
 			cfg.Progress = func(stage string) {
 				fmt.Fprintf(e.stderr, "[%5.1fs] %s\n", time.Since(started).Seconds(), stage)
 			}
+			if growth > 0 {
+				points, err := bench.Growth(cmd.Context(), bench.GrowthConfig{Events: growth, Subjects: subjects, Stages: stages, Clients: cfg.Clients, Dir: cfg.Dir, Progress: cfg.Progress})
+				if err != nil {
+					return withCode(ExitUsage, err)
+				}
+				return e.print(points, func(w io.Writer) {
+					fmt.Fprintf(w, "%10s %10s %10s %10s %10s %12s %10s %10s\n", "events", "ingest/s", "verify s", "verify/s", "verify MiB", "server MiB", "state ms", "export ms")
+					for _, p := range points {
+						fmt.Fprintf(w, "%10d %10.0f %10.2f %10.0f %10.1f %12.1f %10.2f %10.2f\n", p.Events, p.IngestPerSec, p.VerifySeconds, p.VerifyPerSec, p.VerifyHeapMiB, p.ServerHeapMiB, p.StateMillis, p.ExportMillis)
+					}
+				})
+			}
 			res, err := bench.Run(cmd.Context(), cfg)
 			if err != nil {
 				return withCode(ExitUsage, err)
@@ -68,6 +81,9 @@ ceiling as a ratio.`,
 	f.IntVar(&cfg.Events, "events", 20000, "events to ingest (and raw messages to publish)")
 	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
 	f.IntVar(&cfg.Decisions, "decisions", 20000, "policy decisions to time")
+	f.IntVar(&growth, "growth", 0, "instead: ingest this many events in stages and show how verify time, memory, state and export grow")
+	f.IntVar(&subjects, "subjects", 10000, "with --growth: distinct data subjects")
+	f.IntVar(&stages, "stages", 4, "with --growth: measurement points")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run (go tool pprof) to this file")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory (default: a temporary one, removed afterwards)")
 	return cmd
