@@ -124,11 +124,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	// Custos first: it also gives the typical stored body size for the raw runs.
 	cfg.Progress("custos ingest")
-	a, err := app.Start(ctx, app.Config{
-		DataDir: dir + "/custos", Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RatePerToken: 1e9,
-		CheckpointInterval: time.Second, RetentionInterval: time.Hour,
-	})
+	a, err := startApp(ctx, dir+"/custos")
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +179,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.DurationSeconds = time.Since(started).Seconds()
 	return res, nil
+}
+
+// startApp starts a quiet Custos with the serve defaults, without rate
+// limits, on a fresh data directory.
+func startApp(ctx context.Context, dir string) (*app.App, error) {
+	return app.Start(ctx, app.Config{
+		DataDir: dir, Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RatePerToken: 1e9,
+		CheckpointInterval: time.Second, RetentionInterval: time.Hour,
+	})
 }
 
 func ingest(ctx context.Context, a *app.App, cfg Config, res *Result) error {

@@ -3,8 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"runtime"
 	"sync"
@@ -16,7 +14,6 @@ import (
 	"custos.dev/ledger"
 	"custos.dev/ledger/event"
 	"custos.dev/ledger/verify"
-	"custos.dev/services/app"
 )
 
 // GrowthConfig shapes a growth run.
@@ -67,11 +64,7 @@ func Growth(ctx context.Context, cfg GrowthConfig) ([]GrowthPoint, error) {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	a, err := app.Start(ctx, app.Config{
-		DataDir: dir, Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RatePerToken: 1e9,
-		CheckpointInterval: time.Second, RetentionInterval: time.Hour,
-	})
+	a, err := startApp(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
