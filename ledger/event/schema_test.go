@@ -38,7 +38,10 @@ func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
 	t.Helper()
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
-	files, err := filepath.Glob(filepath.Join(schemaDir, "*.schema.json"))
+	// The event schemas: one per type and the envelope's (the directory
+	// also holds documents of the API, such as the export's).
+	files, err := filepath.Glob(filepath.Join(schemaDir, "privacy.*.schema.json"))
+	files = append(files, filepath.Join(schemaDir, "cloudevent.schema.json"))
 	if err != nil || len(files) != len(Types())+1 {
 		t.Fatalf("want %d schema files, found %d (%v)", len(Types())+1, len(files), err)
 	}

@@ -72,7 +72,9 @@ manifest. docs/audit-bundle.md specifies the format.`,
 consistency between successive checkpoints, contiguity of the events and an
 inclusion proof of every event in the latest signed tree. Pin the verifier
 key you obtained out of band with --verifier-key. Exit 0: intact; 1: an
-integrity failure, naming the first bad sequence; 2: unreadable bundle.`,
+integrity failure, naming the first bad sequence, or a bundle that is not
+a well-formed bundle (a damaged file is a failure, not a usage error);
+2: the file cannot be opened or the flags are wrong.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := os.Open(args[0])

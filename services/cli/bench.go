@@ -69,6 +69,7 @@ ceiling as a ratio.`,
 				row("in-process ingest vs raw async publish", res.InProcess, res.RawAsyncPublish)
 				row("in-process ingest vs raw per-message sync", res.InProcess, res.RawSyncPublish)
 				row("verify events/s vs raw ordered read", res.Verify, res.RawRead)
+				row("group commit msgs/s vs per-message sync", res.RawBatchPublish, res.RawSyncPublish)
 				fmt.Fprintf(w, "\ningest latency p50 %.2f ms, p99 %.2f ms (HTTP), p50 %.2f ms, p99 %.2f ms (in-process); mean group commit %.1f events/fsync\n",
 					res.IngestP50ms, res.IngestP99ms, res.InProcessP50ms, res.InProcessP99ms, res.MeanCommitBatch)
 				fmt.Fprintf(w, "decision p50 %.1f µs, p99 %.1f µs, %.0f decisions/s\n", res.DecisionP50us, res.DecisionP99us, res.DecisionsPerSec)

@@ -42,6 +42,13 @@ func (e *env) transfersCmd() *cobra.Command {
 				_, err = io.Copy(e.stdout, resp.Body)
 				return err
 			}
+			if e.output == "json" {
+				var raw json.RawMessage
+				if err := c.GetJSON(cmd.Context(), "/v1/transfers", q, &raw); err != nil {
+					return withCode(ExitUsage, err)
+				}
+				return e.print(raw, nil)
+			}
 			var out struct {
 				Transfers []struct {
 					Seq        uint64   `json:"seq"`

@@ -54,7 +54,7 @@ type Receipt struct {
 
 // APIError is an error answer of the API.
 type APIError struct {
-	Status   int
+	Status   int       `json:"status"`
 	Code     string    `json:"code"`
 	Field    string    `json:"field,omitempty"`
 	Message  string    `json:"message"`

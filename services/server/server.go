@@ -114,8 +114,30 @@ func (s *Server) routes() {
 		m.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
 	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := s.allowedMethods(r); allow != "" {
+			w.Header().Set("Allow", allow)
+			s.writeError(w, r, errorf(CodeMethod, "use "+allow+" on this path"))
+			return
+		}
 		s.writeError(w, r, errorf(CodeNotFound, "no such endpoint"))
 	})
+}
+
+// allowedMethods lists the methods a path is served with, "" when none: the
+// catch-all route would otherwise hide the mux's own 405.
+func (s *Server) allowedMethods(r *http.Request) string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	return strings.Join(allow, ", ")
 }
 
 // ServeHTTP implements http.Handler.

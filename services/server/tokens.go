@@ -22,7 +22,7 @@ type TokenCreated struct {
 	ID     string `json:"id"`
 	Token  string `json:"token"`
 	Role   string `json:"role"`
-	Source string `json:"source,omitempty"`
+	Source string `json:"source"` // "" for auditor and admin tokens
 }
 
 func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) error {
