@@ -154,24 +154,34 @@ func (s *Server) latestSize() (int64, error) {
 	return cp.Size, nil
 }
 
-func (s *Server) handleInclusion(w http.ResponseWriter, r *http.Request) error {
+// treeSize reads a tree-size parameter: the latest checkpoint's size when
+// absent, and never beyond it (proofs are only served for signed trees).
+func (s *Server) treeSize(r *http.Request, name string) (uint64, error) {
 	latest, err := s.latestSize()
+	if err != nil {
+		return 0, err
+	}
+	size, err := queryUint(r, name)
+	if err != nil {
+		return 0, err
+	}
+	if size == 0 {
+		size = uint64(latest)
+	}
+	if size > uint64(latest) {
+		return 0, &Error{Code: CodeInvalidRequest, Field: name, Message: "beyond the latest checkpoint (" + strconv.FormatInt(latest, 10) + ")"}
+	}
+	return size, nil
+}
+
+func (s *Server) handleInclusion(w http.ResponseWriter, r *http.Request) error {
+	size, err := s.treeSize(r, "tree_size")
 	if err != nil {
 		return err
 	}
 	seq, err := queryUint(r, "seq")
 	if err != nil {
 		return err
-	}
-	size, err := queryUint(r, "tree_size")
-	if err != nil {
-		return err
-	}
-	if size == 0 {
-		size = uint64(latest)
-	}
-	if size > uint64(latest) {
-		return &Error{Code: CodeInvalidRequest, Field: "tree_size", Message: "beyond the latest checkpoint (" + strconv.FormatInt(latest, 10) + ")"}
 	}
 	if seq == 0 || seq > size {
 		return &Error{Code: CodeInvalidRequest, Field: "seq", Message: "must be between 1 and tree_size"}
@@ -190,7 +200,7 @@ func (s *Server) handleInclusion(w http.ResponseWriter, r *http.Request) error {
 // handleInclusions streams inclusion proofs for a range of sequences
 // (NDJSON), so that an audit bundle needs one request, not one per event.
 func (s *Server) handleInclusions(w http.ResponseWriter, r *http.Request) error {
-	latest, err := s.latestSize()
+	size, err := s.treeSize(r, "tree_size")
 	if err != nil {
 		return err
 	}
@@ -201,16 +211,6 @@ func (s *Server) handleInclusions(w http.ResponseWriter, r *http.Request) error 
 	to, err := queryUint(r, "to_seq")
 	if err != nil {
 		return err
-	}
-	size, err := queryUint(r, "tree_size")
-	if err != nil {
-		return err
-	}
-	if size == 0 {
-		size = uint64(latest)
-	}
-	if size > uint64(latest) {
-		return &Error{Code: CodeInvalidRequest, Field: "tree_size", Message: "beyond the latest checkpoint"}
 	}
 	if to == 0 || to > size {
 		to = size
@@ -233,23 +233,13 @@ func (s *Server) handleInclusions(w http.ResponseWriter, r *http.Request) error 
 }
 
 func (s *Server) handleConsistency(w http.ResponseWriter, r *http.Request) error {
-	latest, err := s.latestSize()
+	to, err := s.treeSize(r, "to")
 	if err != nil {
 		return err
 	}
 	from, err := queryUint(r, "from")
 	if err != nil {
 		return err
-	}
-	to, err := queryUint(r, "to")
-	if err != nil {
-		return err
-	}
-	if to == 0 {
-		to = uint64(latest)
-	}
-	if to > uint64(latest) {
-		return &Error{Code: CodeInvalidRequest, Field: "to", Message: "beyond the latest checkpoint (" + strconv.FormatInt(latest, 10) + ")"}
 	}
 	if from == 0 || from > to {
 		return &Error{Code: CodeInvalidRequest, Field: "from", Message: "must be between 1 and to"}
