@@ -17,7 +17,7 @@ import (
 
 	"custos.dev/ledger/checkpoint"
 	"custos.dev/ledger/keys"
-	"custos.dev/ledger/keys/keyserver"
+	"custos.dev/ledger/keys/keystest"
 )
 
 const origin = "custos.test/ledger"
@@ -38,20 +38,8 @@ type vaultEnv struct {
 
 func newVault(t *testing.T) *vaultEnv {
 	t.Helper()
-	ks, err := keyserver.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, err := ks.ListenAndServe(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ks.Shutdown(context.Background()) })
-	c, err := keys.New(keys.Config{Address: url, Token: ks.RootToken()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &vaultEnv{keys: c, url: url, token: ks.RootToken()}
+	ks := keystest.Start(t)
+	return &vaultEnv{keys: ks.Client(t), url: ks.URL, token: ks.Token}
 }
 
 // rootOf is the RFC 6962 root of n leaves, computed by hand so the test does

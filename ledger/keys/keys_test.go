@@ -7,25 +7,13 @@ import (
 	"testing"
 
 	"custos.dev/ledger/keys"
-	"custos.dev/ledger/keys/keyserver"
+	"custos.dev/ledger/keys/keystest"
 )
 
-func newClient(t *testing.T) (*keys.Client, *keyserver.Server) {
+func newClient(t *testing.T) (*keys.Client, *keystest.Server) {
 	t.Helper()
-	ks, err := keyserver.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, err := ks.ListenAndServe(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ks.Shutdown(context.Background()) })
-	c, err := keys.New(keys.Config{Address: url, Token: ks.RootToken()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, ks
+	ks := keystest.Start(t)
+	return ks.Client(t), ks
 }
 
 func TestSignAndDataKeys(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"custos.dev/ledger/keys"
-	"custos.dev/ledger/keys/keyserver"
+	"custos.dev/ledger/keys/keystest"
 	"custos.dev/ledger/pii"
 )
 
@@ -57,16 +57,8 @@ type vaultEnv struct {
 
 func startVault(t *testing.T) vaultEnv {
 	t.Helper()
-	ks, err := keyserver.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, err := ks.ListenAndServe(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ks.Shutdown(context.Background()) })
-	return vaultEnv{url: url, token: ks.RootToken()}
+	ks := keystest.Start(t)
+	return vaultEnv{url: ks.URL, token: ks.Token}
 }
 
 // client is one process's Vault client, counting its calls.

@@ -876,21 +876,9 @@ func (s *Server) sign(m *mount, name, urlAlgo string, f fields) (*response, erro
 	results := make([]signResult, len(items))
 	for i, it := range items {
 		results[i].Reference = it.Reference
-		if batch && !it.HasInput {
-			results[i].Error = "missing input"
-			continue
-		}
-		input, err := b64(it.Input)
-		if err != nil {
-			results[i].Error = fmt.Sprintf("unable to decode input as base64: %s", err)
-			continue
-		}
-		if _, err := b64(it.Context); err != nil {
-			results[i].Error = "failed to base64-decode context"
-			continue
-		}
-		if optErr != nil {
-			results[i].Error = optErr.Error()
+		input, msg := signingInput(it, batch, optErr)
+		if msg != "" {
+			results[i].Error = msg
 			continue
 		}
 		sig, used, err := k.pol.sign(ver, input, jws)
@@ -966,21 +954,9 @@ func (s *Server) verify(m *mount, name, urlAlgo string, f fields) (*response, er
 	results := make([]verifyResult, len(items))
 	for i, it := range items {
 		results[i].Reference = it.Reference
-		if batch && !it.HasInput {
-			results[i].Error = "missing input"
-			continue
-		}
-		input, err := b64(it.Input)
-		if err != nil {
-			results[i].Error = fmt.Sprintf("unable to decode input as base64: %s", err)
-			continue
-		}
-		if _, err := b64(it.Context); err != nil {
-			results[i].Error = "failed to base64-decode context"
-			continue
-		}
-		if optErr != nil {
-			results[i].Error = optErr.Error()
+		input, msg := signingInput(it, batch, optErr)
+		if msg != "" {
+			results[i].Error = msg
 			continue
 		}
 		valid, err := k.pol.verify(input, it.Signature, jws)
@@ -997,4 +973,23 @@ func (s *Server) verify(m *mount, name, urlAlgo string, f fields) (*response, er
 		return nil, userError(results[0].Error)
 	}
 	return &response{data: map[string]any{"valid": results[0].Valid}, warnings: warnings}, nil
+}
+
+// signingInput checks one sign or verify item the way Vault does and
+// decodes its input; a non-empty message is that item's error.
+func signingInput(it batchItem, batch bool, optErr error) ([]byte, string) {
+	if batch && !it.HasInput {
+		return nil, "missing input"
+	}
+	input, err := b64(it.Input)
+	if err != nil {
+		return nil, fmt.Sprintf("unable to decode input as base64: %s", err)
+	}
+	if _, err := b64(it.Context); err != nil {
+		return nil, "failed to base64-decode context"
+	}
+	if optErr != nil {
+		return nil, optErr.Error()
+	}
+	return input, ""
 }
