@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"custos.dev/ledger/event"
 	"custos.dev/ledger/record"
 	"custos.dev/ledger/verify"
 )
@@ -54,17 +55,30 @@ func (e *Entry) Parse() (*record.Record, error) {
 	return r, nil
 }
 
-func (f Filter) natsSubject() string {
+// natsSubjects are the consumer's filter subjects. A data subject's records
+// are selected by the literal subject of every record type rather than by
+// the wildcard ledger.s.<pseudonym>.>: the server then finds them through
+// its per-subject index instead of matching a wildcard against every
+// subject of every block, which keeps a subject's replay fast however
+// large the ledger grows.
+func (f Filter) natsSubjects() []string {
 	switch {
 	case f.Pseudonym != "" && f.Type != "":
-		return SubjectFor(f.Pseudonym, f.Type)
+		return []string{SubjectFor(f.Pseudonym, f.Type)}
 	case f.Pseudonym != "":
-		return SubjectFilter(f.Pseudonym)
+		out := make([]string, 0, len(recordTypes))
+		for _, t := range recordTypes {
+			out = append(out, SubjectFor(f.Pseudonym, t))
+		}
+		return out
 	case f.Type != "":
-		return TypeFilter(f.Type)
+		return []string{TypeFilter(f.Type)}
 	}
-	return ""
+	return nil
 }
+
+// recordTypes is every type a data subject's record can have.
+var recordTypes = append(event.Types(), record.TypeDenied, record.TypePolicyActivated, record.TypeKeyDestroyed, record.TypeRetentionExpired)
 
 // Replay calls fn for every record matching f, in sequence order, up to the
 // stream's last sequence when Replay began. Bodies are parsed only to apply
@@ -97,9 +111,7 @@ func (r *Reader) LastSeq(ctx context.Context) (uint64, error) {
 
 func replayStream(ctx context.Context, s jetstream.Stream, f Filter, fn func(Entry) error) error {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if subj := f.natsSubject(); subj != "" {
-		cfg.FilterSubjects = []string{subj}
-	}
+	cfg.FilterSubjects = f.natsSubjects()
 	if f.FromSeq > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.FromSeq
 	}

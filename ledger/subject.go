@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"custos.dev/ledger/pii"
+	"custos.dev/ledger/record"
 	"custos.dev/ledger/state"
 )
 
@@ -15,22 +16,37 @@ import (
 // time: everything). It reads only that subject's records, through the
 // stream's subject index, so its cost does not grow with the ledger.
 func (l *Ledger) SubjectAt(ctx context.Context, p string, at time.Time) (*state.Subject, error) {
-	f := Filter{Pseudonym: p}
-	if !at.IsZero() {
-		f.Until = at.Add(time.Nanosecond)
-	}
 	s := state.NewSubject(p)
-	err := NewReader(l.js).Replay(ctx, f, func(e Entry) error {
-		r, err := e.Parse()
-		if err != nil {
-			return fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, e.Seq, err)
+	err := l.subjectRecords(ctx, p, func(seq uint64, r *record.Record) error {
+		if !at.IsZero() && r.EventTime().After(at) {
+			return nil
 		}
-		return s.Apply(e.Seq, r)
+		return s.Apply(seq, r)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// subjectRecords reads a subject's records by sequence from the view's
+// subject index, each with one direct get, so the cost follows the
+// subject's records and not the size of the ledger.
+func (l *Ledger) subjectRecords(ctx context.Context, p string, fn func(seq uint64, r *record.Record) error) error {
+	for _, seq := range l.view.SubjectSeqs(p) {
+		_, body, err := l.GetRecord(ctx, seq)
+		if err != nil {
+			return fmt.Errorf("%w: read sequence %d: %v", ErrUnavailable, seq, err)
+		}
+		r, err := record.Unmarshal(body)
+		if err != nil {
+			return fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, seq, err)
+		}
+		if err := fn(seq, r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ExportEvent is one event in a subject's export.
@@ -52,15 +68,11 @@ func (l *Ledger) Export(ctx context.Context, p string) ([]ExportEvent, *state.Su
 	var out []ExportEvent
 	s := state.NewSubject(p)
 	keyGone := false
-	err := NewReader(l.js).Replay(ctx, Filter{Pseudonym: p}, func(e Entry) error {
-		r, err := e.Parse()
-		if err != nil {
-			return fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, e.Seq, err)
-		}
-		if err := s.Apply(e.Seq, r); err != nil {
+	err := l.subjectRecords(ctx, p, func(seq uint64, r *record.Record) error {
+		if err := s.Apply(seq, r); err != nil {
 			return err
 		}
-		ev := ExportEvent{Seq: e.Seq, Type: r.Type, ID: r.ID, Source: r.Source, Time: r.Time, Data: r.Data}
+		ev := ExportEvent{Seq: seq, Type: r.Type, ID: r.ID, Source: r.Source, Time: r.Time, Data: r.Data}
 		if r.PII != "" {
 			switch vals, err := l.openIfKept(ctx, p, r.PII, &keyGone); {
 			case err != nil:

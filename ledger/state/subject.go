@@ -85,6 +85,10 @@ type Subject struct {
 	Requests         []*Request          `json:"requests"`
 	Sealed           []SealedRef         `json:"sealed"`
 	Events           int                 `json:"events"`
+	// seqs are the sequences of the subject's records, in order: the
+	// ledger's own subject index (8 bytes a record), because the stream
+	// store can only find a subject's records by scanning its blocks.
+	seqs []uint64
 	Denials          int                 `json:"denials"`
 }
 
@@ -101,6 +105,7 @@ func (s *Subject) Apply(seq uint64, r *record.Record) error {
 	}
 	s.LastSeq = seq
 	s.Events++
+	s.seqs = append(s.seqs, seq)
 	t := r.EventTime()
 	if r.PII != "" {
 		var c struct {

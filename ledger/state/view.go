@@ -304,3 +304,15 @@ func (v *View) PolicyRevision() string {
 	defer v.mu.RUnlock()
 	return v.policyRev
 }
+
+// SubjectSeqs returns the sequences of a subject's records known to the
+// view, in order.
+func (v *View) SubjectSeqs(pseudonym string) []uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	s := v.subjects[pseudonym]
+	if s == nil {
+		return nil
+	}
+	return append([]uint64(nil), s.seqs...)
+}
