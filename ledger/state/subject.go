@@ -88,8 +88,8 @@ type Subject struct {
 	// seqs are the sequences of the subject's records, in order: the
 	// ledger's own subject index (8 bytes a record), because the stream
 	// store can only find a subject's records by scanning its blocks.
-	seqs []uint64
-	Denials          int                 `json:"denials"`
+	seqs    []uint64
+	Denials int `json:"denials"`
 }
 
 // NewSubject returns the empty state of a subject.
