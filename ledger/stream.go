@@ -19,9 +19,12 @@ const (
 	subjectPrefix     = "ledger"
 )
 
-// DefaultDuplicates is the JetStream duplicates window. Re-sends older than
-// it are still recognised through Custos's own source+id index.
-const DefaultDuplicates = 24 * time.Hour
+// DefaultDuplicates is the JetStream duplicates window. It only has to
+// cover re-sends racing each other across processes: every re-send is first
+// looked up in Custos's own source+id index, which has no window. The server
+// keeps every id of its window in memory, so a short window keeps its memory
+// from growing with the ingest rate.
+const DefaultDuplicates = 10 * time.Minute
 
 // ErrWeakStream reports an existing stream whose settings are weaker than
 // the ledger needs; Custos refuses to run on it rather than weaken a promise.
