@@ -26,8 +26,8 @@ func TestViewApplyLocalThenApply(t *testing.T) {
 	transfer.Decision = &policy.Decision{Allow: true, Reasons: []policy.Reason{}, Obligations: []any{}, PolicyRevision: "sha256:r1"}
 
 	// The appending process folds its own records in at once...
-	for seq, r := range map[uint64]*record.Record{1: reg, 2: transfer} {
-		if err := v.ApplyLocal(seq, "p", r); err != nil {
+	for i, r := range []*record.Record{reg, transfer} {
+		if err := v.ApplyLocal(uint64(i+1), "p", r); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -578,6 +578,10 @@ func oaServerRoutes(t *testing.T) (map[string]oaRoute, map[string]map[string]str
 					follow(fn.Name)
 				case *ast.SelectorExpr:
 					switch {
+					case fn.Sel.Name == "treeSize" && len(call.Args) == 2:
+						if v, ok := str(call.Args[1]); ok {
+							out[v] = "query"
+						}
 					case fn.Sel.Name == "PathValue" && len(call.Args) == 1:
 						if v, ok := str(call.Args[0]); ok {
 							out[v] = "path"
