@@ -207,15 +207,21 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	go l.committer(l.stopCommitter)
 	l.done.Add(1)
 	go l.follow(runCtx)
+	// abort stops what Open started, so a refused start leaks nothing.
+	abort := func(err error) (*Ledger, error) {
+		cancel()
+		l.done.Wait()
+		close(l.stopCommitter)
+		<-l.committerDone
+		return nil, err
+	}
 	started := time.Now()
 	if err := l.waitApplied(ctx, info.State.LastSeq); err != nil {
-		cancel()
-		return nil, err
+		return abort(err)
 	}
 	l.log.Info("ledger replayed", "events", info.State.LastSeq, "took", time.Since(started).Round(time.Millisecond))
 	if err := l.loadLatestCheckpoint(ctx); err != nil {
-		cancel()
-		return nil, err
+		return abort(err)
 	}
 	if o.Integrate {
 		l.done.Add(1)
