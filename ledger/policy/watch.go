@@ -16,18 +16,27 @@ import (
 // with the next change). Watch returns when ctx is done; the callbacks run on
 // its goroutine.
 func Watch(ctx context.Context, dir string, interval time.Duration, onLoad func(*Set), onError func(error)) {
-	watch(ctx, dir, interval, onLoad, onError, func() {})
+	watch(ctx, dir, "", interval, onLoad, onError, func() {})
+}
+
+// WatchFrom is Watch with the baseline given: the revision of the set the
+// caller already runs. A change made after that set was loaded and before
+// the watch began is then seen at the first poll, not missed.
+func WatchFrom(ctx context.Context, dir, baseline string, interval time.Duration, onLoad func(*Set), onError func(error)) {
+	watch(ctx, dir, baseline, interval, onLoad, onError, func() {})
 }
 
 // watch is Watch, calling baselined once it has read the baseline.
-func watch(ctx context.Context, dir string, interval time.Duration, onLoad func(*Set), onError func(error), baselined func()) {
+func watch(ctx context.Context, dir, baseline string, interval time.Duration, onLoad func(*Set), onError func(error), baselined func()) {
 	if interval <= 0 {
 		interval = time.Second
 	}
 	fsys := os.DirFS(dir)
-	last := ""
-	if files, err := readFiles(fsys); err == nil {
-		last = revision(files)
+	last := baseline
+	if last == "" {
+		if files, err := readFiles(fsys); err == nil {
+			last = revision(files)
+		}
 	}
 	baselined()
 	lastReadErr := ""

@@ -47,7 +47,7 @@ func TestWatch(t *testing.T) {
 	baselined := make(chan struct{})
 	go func() {
 		defer close(done)
-		watch(ctx, dir, 5*time.Millisecond,
+		watch(ctx, dir, "", 5*time.Millisecond,
 			func(s *Set) { engine.Swap(s); loaded <- s },
 			func(err error) { failed <- err },
 			func() { close(baselined) })

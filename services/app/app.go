@@ -364,7 +364,7 @@ func (a *App) background(ctx context.Context) {
 	if a.cfg.PoliciesDir != "" {
 		go func() {
 			defer close(done)
-			policy.Watch(ctx, a.cfg.PoliciesDir, a.cfg.PolicyPoll, func(s *policy.Set) {
+			policy.WatchFrom(ctx, a.cfg.PoliciesDir, a.Engine.Active().Revision(), a.cfg.PolicyPoll, func(s *policy.Set) {
 				a.policyErr.Store(nil)
 				if !a.Engine.Activate(s) {
 					return // the same revision is already active

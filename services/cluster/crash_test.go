@@ -24,7 +24,9 @@ import (
 // directory, once for the test.
 func buildCustos(t *testing.T) string {
 	t.Helper()
-	root, err := filepath.Abs("../..")
+	// Build from the services module itself, so it works in the workspace
+	// and with GOWORK=off alike.
+	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +34,7 @@ func buildCustos(t *testing.T) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	started := time.Now()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./services/cmd/custos")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/custos")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
