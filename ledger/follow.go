@@ -248,24 +248,6 @@ func (l *Ledger) waitTree(ctx context.Context, size int64) error {
 	return l.waitApplied(wctx, uint64(size))
 }
 
-// Checkpoints returns every signed checkpoint note in order.
-func (l *Ledger) Checkpoints(ctx context.Context, fn func(seq uint64, note []byte) error) error {
-	info, err := l.cps.Info(ctx)
-	if err != nil {
-		return err
-	}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-		m, err := l.cps.GetMsg(ctx, seq)
-		if err != nil {
-			return err
-		}
-		if err := fn(seq, m.Data); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // GetRecord reads one stored body by sequence.
 func (l *Ledger) GetRecord(ctx context.Context, seq uint64) (subject string, body []byte, err error) {
 	m, err := l.stream.GetMsg(ctx, seq)

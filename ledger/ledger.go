@@ -157,11 +157,11 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	if l.stream, l.cps, err = EnsureStreams(ctx, js, o.Stream); err != nil {
 		return nil, err
 	}
-	keysKV, err := l.bucket(ctx, pii.KeysBucket)
+	keysKV, err := l.Bucket(ctx, pii.KeysBucket)
 	if err != nil {
 		return nil, err
 	}
-	piiKV, err := l.bucket(ctx, pii.PIIBucket)
+	piiKV, err := l.Bucket(ctx, pii.PIIBucket)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	meta, err := l.bucket(ctx, pii.MetaBucket)
+	meta, err := l.Bucket(ctx, pii.MetaBucket)
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +232,10 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	return l, nil
 }
 
-func (l *Ledger) bucket(ctx context.Context, name string) (jetstream.KeyValue, error) {
+// Bucket opens, creating it if needed, a KV bucket with the ledger's
+// replicas and placement, so everything Custos stores stays where the
+// ledger does.
+func (l *Ledger) Bucket(ctx context.Context, name string) (jetstream.KeyValue, error) {
 	kv, err := l.js.KeyValue(ctx, name)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{

@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -165,17 +164,11 @@ func replayStream(ctx context.Context, s jetstream.Stream, f Filter, fn func(Ent
 			}
 		}
 		if err := fn(e); err != nil {
-			if errors.Is(err, ErrStop) {
-				return nil
-			}
 			return err
 		}
 	}
 	return nil
 }
-
-// ErrStop, returned by a Replay callback, ends the replay without error.
-var ErrStop = errors.New("stop replay")
 
 // Source adapts the reader to verify.Source.
 func (r *Reader) Source() verify.Source { return readerSource{r} }

@@ -2,10 +2,10 @@ package ledger
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"custos.dev/ledger/record"
@@ -102,11 +102,13 @@ func (l *Ledger) expire(ctx context.Context, e expiry) error {
 			}
 		}
 	}
-	ids := make([]string, len(e.seqs))
-	for i, q := range e.seqs {
-		ids[i] = fmt.Sprint(q)
+	// The id names the expired collections, so the same expiry is never
+	// recorded twice; hashed, because a subject may have many of them.
+	h := sha256.New()
+	for _, q := range e.seqs {
+		fmt.Fprintf(h, "%d.", q)
 	}
-	id := fmt.Sprintf("retention-%s-%s-%s", e.pseudonym, e.category, strings.Join(ids, "."))
+	id := fmt.Sprintf("retention-%s-%s-%x", e.pseudonym, e.category, h.Sum(nil)[:16])
 	_, err := l.appendInternal(ctx, e.pseudonym, record.TypeRetentionExpired, id, record.RetentionExpired{
 		Categories: []string{e.category}, Collected: e.seqs, Deadline: record.FormatTime(e.deadline),
 	})

@@ -152,15 +152,16 @@ func NewKeyring(c *keys.Client, kv jetstream.KeyValue, ttl time.Duration, now fu
 func (r *Keyring) Get(ctx context.Context, pseudonym string, create bool) (*SubjectKey, error) {
 	r.mu.Lock()
 	k, ok := r.cache[pseudonym]
+	if ok && r.now().Sub(k.fetched) < r.ttl {
+		r.mu.Unlock()
+		return k, nil
+	}
 	lock := r.creating[pseudonym]
 	if lock == nil {
 		lock = &sync.Mutex{}
 		r.creating[pseudonym] = lock
 	}
 	r.mu.Unlock()
-	if ok && r.now().Sub(k.fetched) < r.ttl {
-		return k, nil
-	}
 	lock.Lock()
 	defer lock.Unlock()
 	r.mu.Lock()

@@ -163,8 +163,11 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err := a.recordActivation(ctx, "startup"); err != nil {
 		return nil, err
 	}
-	js, _ := jetstream.New(a.nc)
-	if a.Tokens, err = auth.Open(ctx, js, cfg.Replicas, placement, cfg.Clock); err != nil {
+	tokens, err := a.Ledger.Bucket(ctx, auth.Bucket)
+	if err != nil {
+		return nil, err
+	}
+	if a.Tokens, err = auth.Open(ctx, tokens, cfg.Clock); err != nil {
 		return nil, err
 	}
 	if err := a.bootstrapAdmin(ctx); err != nil {

@@ -66,18 +66,9 @@ type Store struct {
 	stop   func()
 }
 
-// Open opens (creating if needed) the token bucket and starts watching it.
-func Open(ctx context.Context, js jetstream.JetStream, replicas int, placement *jetstream.Placement, now func() time.Time) (*Store, error) {
-	kv, err := js.KeyValue(ctx, Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, History: 1, Storage: jetstream.FileStorage, Replicas: replicas, Placement: placement})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, Bucket)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("token bucket: %w", err)
-	}
+// Open starts watching the token bucket kv (the ledger's Bucket(Bucket),
+// so it has the ledger's replicas and placement).
+func Open(ctx context.Context, kv jetstream.KeyValue, now func() time.Time) (*Store, error) {
 	s := &Store{kv: kv, now: now, tokens: map[string]*Token{}}
 	wctx, cancel := context.WithCancel(context.Background())
 	w, err := kv.WatchAll(wctx)

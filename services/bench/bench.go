@@ -226,38 +226,17 @@ func ingest(ctx context.Context, a *app.App, cfg Config, res *Result) error {
 		return b
 	}
 	callsBefore := a.Keys.Calls()
-	lat := make([]time.Duration, cfg.Events)
-	var next atomic.Int64
-	var errs atomic.Int64
-	var wg sync.WaitGroup
-	// Registrations first, so later events find their subject registered.
-	phase := func(from, to int) {
-		next.Store(int64(from))
-		for w := 0; w < cfg.Clients; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= to {
-						return
-					}
-					body := mk(i)
-					t0 := time.Now()
-					if _, _, err := c.Emit(ctx, body, "application/cloudevents+json"); err != nil {
-						errs.Add(1)
-					}
-					lat[i] = time.Since(t0)
-				}
-			}()
-		}
-		wg.Wait()
+	emit := func(i int) error {
+		_, _, err := c.Emit(ctx, mk(i), "application/cloudevents+json")
+		return err
 	}
 	t0 := time.Now()
-	phase(0, subjects)
-	phase(subjects, cfg.Events)
+	// Registrations first, so later events find their subject registered.
+	lat, failed, _ := workers(cfg.Clients, 0, subjects, emit)
+	more, failedMore, _ := workers(cfg.Clients, subjects, cfg.Events, emit)
 	el := time.Since(t0)
-	res.IngestErrors = errs.Load()
+	lat = append(lat, more...)
+	res.IngestErrors = failed + failedMore
 	if res.IngestErrors > 0 {
 		return fmt.Errorf("%d of %d events failed during the ingest benchmark", res.IngestErrors, cfg.Events)
 	}
@@ -275,41 +254,55 @@ func ingest(ctx context.Context, a *app.App, cfg Config, res *Result) error {
 func inProcess(ctx context.Context, a *app.App, cfg Config, res *Result) error {
 	subjects := res.Subjects
 	now := time.Now().UTC().Format(time.RFC3339)
-	lat := make([]time.Duration, cfg.Events)
-	var next atomic.Int64
-	var errs atomic.Int64
-	var wg sync.WaitGroup
 	t0 := time.Now()
-	for w := 0; w < cfg.Clients; w++ {
+	lat, failed, _ := workers(cfg.Clients, 0, cfg.Events, func(i int) error {
+		body := fmt.Sprintf(`{"specversion":"1.0","id":"ip-%d","source":%q,"type":"privacy.data.used","subject":"bench-user-%d","time":%q,"datacontenttype":"application/json","data":{"categories":["usage.device"],"purpose":"security"}}`,
+			i, benchSource, i%subjects, now)
+		e, err := event.Decode([]byte(body), time.Now())
+		if err != nil {
+			return err
+		}
+		_, err = a.Ledger.Append(ctx, e)
+		return err
+	})
+	if failed > 0 {
+		return fmt.Errorf("%d in-process appends failed", failed)
+	}
+	res.InProcess = float64(cfg.Events) / time.Since(t0).Seconds()
+	res.InProcessP50ms, res.InProcessP99ms = pct(lat, 50).Seconds()*1000, pct(lat, 99).Seconds()*1000
+	return nil
+}
+
+// workers calls op for every index in [from, to) from n goroutines and
+// returns each call's latency (indexed from from), how many calls failed
+// and the first failure.
+func workers(n, from, to int, op func(i int) error) (lat []time.Duration, failed int64, first error) {
+	lat = make([]time.Duration, max(to-from, 0))
+	var next atomic.Int64
+	next.Store(int64(from))
+	var nFailed atomic.Int64
+	var once sync.Once
+	var wg sync.WaitGroup
+	for w := 0; w < n; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= cfg.Events {
+				if i >= to {
 					return
 				}
-				body := fmt.Sprintf(`{"specversion":"1.0","id":"ip-%d","source":%q,"type":"privacy.data.used","subject":"bench-user-%d","time":%q,"datacontenttype":"application/json","data":{"categories":["usage.device"],"purpose":"security"}}`,
-					i, benchSource, i%subjects, now)
-				s := time.Now()
-				e, err := event.Decode([]byte(body), time.Now())
-				if err == nil {
-					_, err = a.Ledger.Append(ctx, e)
+				t0 := time.Now()
+				if err := op(i); err != nil {
+					nFailed.Add(1)
+					once.Do(func() { first = err })
 				}
-				if err != nil {
-					errs.Add(1)
-				}
-				lat[i] = time.Since(s)
+				lat[i-from] = time.Since(t0)
 			}
 		}()
 	}
 	wg.Wait()
-	if n := errs.Load(); n > 0 {
-		return fmt.Errorf("%d in-process appends failed", n)
-	}
-	res.InProcess = float64(cfg.Events) / time.Since(t0).Seconds()
-	res.InProcessP50ms, res.InProcessP99ms = pct(lat, 50).Seconds()*1000, pct(lat, 99).Seconds()*1000
-	return nil
+	return lat, nFailed.Load(), first
 }
 
 func meanBatch(a *app.App) float64 {

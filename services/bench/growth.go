@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -91,28 +89,7 @@ func Growth(ctx context.Context, cfg GrowthConfig) ([]GrowthPoint, error) {
 		target := cfg.Events * stage / cfg.Stages
 		cfg.Progress(fmt.Sprintf("ingesting to %d events", target))
 		t0 := time.Now()
-		var next atomic.Int64
-		next.Store(int64(done))
-		var failed atomic.Value
-		var wg sync.WaitGroup
-		for w := 0; w < cfg.Clients; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= target || failed.Load() != nil {
-						return
-					}
-					if err := send(i); err != nil {
-						failed.Store(err)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		if err, _ := failed.Load().(error); err != nil {
+		if _, _, err := workers(cfg.Clients, done, target, send); err != nil {
 			return nil, err
 		}
 		p := GrowthPoint{Events: target, IngestPerSec: float64(target-done) / time.Since(t0).Seconds()}

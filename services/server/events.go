@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -45,7 +46,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 // decodeRequest turns a request into events: one (structured or binary
 // mode) or a batch. For a batch, each raw entry is decoded separately so
 // that one bad event does not sink the others.
-func (s *Server) decodeRequest(w http.ResponseWriter, r *http.Request) (single *event.Event, batch [][]byte, err error) {
+func (s *Server) decodeRequest(w http.ResponseWriter, r *http.Request) (single *event.Event, batch []json.RawMessage, err error) {
 	ct := r.Header.Get("Content-Type")
 	media, _, perr := mime.ParseMediaType(ct)
 	if perr != nil || ct == "" {
@@ -63,14 +64,8 @@ func (s *Server) decodeRequest(w http.ResponseWriter, r *http.Request) (single *
 	now := s.l.Now()
 	switch {
 	case media == mediaBatch:
-		raws, err := event.DecodeBatch(body)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, raw := range raws {
-			batch = append(batch, raw)
-		}
-		return nil, batch, nil
+		batch, err := event.DecodeBatch(body)
+		return nil, batch, err
 	case media == mediaJSON && r.Header.Get("Ce-Specversion") != "":
 		e, err := event.DecodeBinary(r.Header, body, now)
 		return e, nil, err
@@ -170,7 +165,8 @@ func (s *Server) handleDecide(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// isNDJSON reports whether a client asked for NDJSON or CSV output.
+// wants reports whether a client asked for the given format, by ?format=
+// or by its Accept header.
 func wants(r *http.Request, format string) bool {
 	if f := r.URL.Query().Get("format"); f != "" {
 		return f == format

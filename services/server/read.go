@@ -127,7 +127,7 @@ func (s *Server) handleCheckpoint(w http.ResponseWriter, r *http.Request) error 
 func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
-	return s.l.Checkpoints(r.Context(), func(seq uint64, note []byte) error {
+	return ledger.NewReader(s.l.JetStream()).Checkpoints(r.Context(), func(seq uint64, note []byte) error {
 		return enc.Encode(map[string]any{"seq": seq, "note": string(note)})
 	})
 }

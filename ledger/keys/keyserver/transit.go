@@ -629,13 +629,9 @@ func (s *Server) encrypt(m *mount, name string, f fields) (*response, error) {
 		if results[i].Error != "" {
 			continue
 		}
-		if it.Nonce != "" {
-			results[i].Error = o.fail(userError(msgNonceNotAllowed))
-			continue
-		}
-		aad, err := b64(it.AssociatedData)
+		aad, err := itemAAD(i, it)
 		if err != nil {
-			results[i].Error = o.fail(userError(fmt.Sprintf("'[%d].associated_data' could not be base64-decoded", i)))
+			results[i].Error = o.fail(err)
 			continue
 		}
 		ct, ver, err := k.pol.encrypt(it.KeyVersion, contexts[i], aad, plains[i])
@@ -696,13 +692,9 @@ func (s *Server) decrypt(m *mount, name string, f fields) (*response, error) {
 		if results[i].Error != "" {
 			continue
 		}
-		if it.Nonce != "" {
-			results[i].Error = o.fail(userError(msgNonceNotAllowed))
-			continue
-		}
-		aad, err := b64(it.AssociatedData)
+		aad, err := itemAAD(i, it)
 		if err != nil {
-			results[i].Error = o.fail(userError(fmt.Sprintf("'[%d].associated_data' could not be base64-decoded", i)))
+			results[i].Error = o.fail(err)
 			continue
 		}
 		plain, err := k.pol.decrypt(contexts[i], aad, it.Ciphertext)
@@ -992,4 +984,17 @@ func signingInput(it batchItem, batch bool, optErr error) ([]byte, string) {
 		return nil, optErr.Error()
 	}
 	return input, ""
+}
+
+// itemAAD checks that an encrypt or decrypt item brings no nonce of its own
+// and decodes its associated data, with Vault's messages.
+func itemAAD(i int, it batchItem) ([]byte, error) {
+	if it.Nonce != "" {
+		return nil, userError(msgNonceNotAllowed)
+	}
+	aad, err := b64(it.AssociatedData)
+	if err != nil {
+		return nil, userError(fmt.Sprintf("'[%d].associated_data' could not be base64-decoded", i))
+	}
+	return aad, nil
 }
