@@ -7,7 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,15 +37,43 @@ const InternalSource = "custos://ledger"
 // for its subject to another process.
 const maxDecideRounds = 8
 
+// lockFor serializes a subject's appends in this process and returns the
+// unlock. The lock is held until the append is acknowledged, so each
+// subject has one lock of its own rather than a stripe shared with others:
+// with a stripe, appends of unrelated subjects would wait for each other's
+// fsync.
 func (l *Ledger) lockFor(pseudonym string) func() {
 	if pseudonym == "" {
 		return func() {}
 	}
-	h := fnv.New32a()
-	h.Write([]byte(pseudonym))
-	m := &l.locks[h.Sum32()%uint32(len(l.locks))]
-	m.Lock()
-	return m.Unlock
+	l.subjectLocks.mu.Lock()
+	sl := l.subjectLocks.m[pseudonym]
+	if sl == nil {
+		sl = &subjectLock{}
+		l.subjectLocks.m[pseudonym] = sl
+	}
+	sl.refs++
+	l.subjectLocks.mu.Unlock()
+	sl.mu.Lock()
+	return func() {
+		sl.mu.Unlock()
+		l.subjectLocks.mu.Lock()
+		if sl.refs--; sl.refs == 0 {
+			delete(l.subjectLocks.m, pseudonym)
+		}
+		l.subjectLocks.mu.Unlock()
+	}
+}
+
+// subjectLocks holds the lock of every subject with an append in progress.
+type subjectLocks struct {
+	mu sync.Mutex
+	m  map[string]*subjectLock
+}
+
+type subjectLock struct {
+	mu   sync.Mutex
+	refs int // appends holding or waiting for mu; guarded by subjectLocks.mu
 }
 
 // Decide returns the decision e would get now, appending nothing.

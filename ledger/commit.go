@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,21 +16,36 @@ import (
 // Group commit.
 //
 // With SyncAlways the server fsyncs every message it stores, so appends
-// published one by one are bounded by the disk's fsync rate. Appends that
-// arrive while a commit is in flight are instead gathered into one JetStream
-// atomic batch (server 2.12+): the server stores the whole batch and fsyncs
-// once before it acknowledges, so many events share one fsync and nothing
-// is acknowledged before it is durable.
+// published and acknowledged one at a time are bounded by the disk's fsync
+// latency. The committer takes every append queued while earlier ones are in
+// flight and commits them together, in one of two ways:
 //
-// A batch is all-or-nothing: if any message in it fails its checks (a stale
-// expected subject sequence, a duplicate id), the server refuses the batch,
-// and the committer publishes that batch's messages one by one so that each
-// append gets its own outcome. Two messages of the same data subject are
-// never in one batch, because an append holds its subject's lock until its
-// message is acknowledged.
+//   - many at once (atomicMin or more) as one JetStream atomic batch (server
+//     2.12+): the server stores the whole batch and fsyncs once before it
+//     acknowledges, so they share one fsync. The server stages each batch in
+//     a store of its own first, a fixed cost that only a large batch repays.
+//   - fewer as pipelined asynchronous publishes: the server still fsyncs each
+//     one, but never waits for the next, and stages nothing.
+//
+// Either way nothing is acknowledged before it is durable. A batch is
+// all-or-nothing: if any message in it fails its checks (a stale expected
+// subject sequence, a duplicate id), the server refuses the batch, and the
+// committer publishes that batch's messages one by one so that each append
+// gets its own outcome. Groups in flight together never hold two messages of
+// one data subject, because an append holds its subject's lock until its
+// message is acknowledged, so no outcome depends on the order in which the
+// server stores them.
 
-// maxBatch bounds a batch; the server's own limit is larger.
-const maxBatch = 256
+const (
+	// maxBatch bounds a group; the server's own limit is larger.
+	maxBatch = 256
+	// atomicMin is the smallest group sent as an atomic batch. Measured on
+	// 2 vCPUs (docs/performance.md), a batch of 16 is no faster than 16
+	// pipelined publishes, and the staging costs CPU that the appends need.
+	atomicMin = 48
+	// maxInFlight groups may await their acks at once.
+	maxInFlight = 2
+)
 
 type commitReq struct {
 	ctx  context.Context
@@ -55,37 +72,66 @@ func (l *Ledger) commit(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, 
 	return res.ack, res.err
 }
 
-// committer gathers queued appends into batches until stop is closed.
+// committer gathers queued appends into groups until stop is closed.
 func (l *Ledger) committer(stop <-chan struct{}) {
+	var flushing sync.WaitGroup
 	defer close(l.committerDone)
-	batch := make([]commitReq, 0, maxBatch)
+	defer flushing.Wait()
+	done := make(chan struct{}, maxInFlight)
+	inFlight := 0
 	for {
-		select {
-		case <-stop:
-			return
-		case req := <-l.commits:
-			batch = append(batch[:0], req)
-		}
-	gather:
-		for len(batch) < maxBatch {
+		var batch []commitReq
+		for len(batch) == 0 {
 			select {
+			case <-stop:
+				return
+			case <-done:
+				inFlight--
 			case req := <-l.commits:
-				batch = append(batch, req)
-			default:
-				break gather
+				batch = append(make([]commitReq, 0, 32), req)
 			}
 		}
-		l.flush(batch)
+		// Gather what is queued; while every slot is taken, keep gathering
+		// until one frees.
+		for {
+		gather:
+			for len(batch) < maxBatch {
+				select {
+				case req := <-l.commits:
+					batch = append(batch, req)
+				default:
+					break gather
+				}
+			}
+			if inFlight < maxInFlight {
+				break
+			}
+			if len(batch) >= maxBatch {
+				<-done
+				inFlight--
+				continue
+			}
+			select {
+			case <-done:
+				inFlight--
+			case req := <-l.commits:
+				batch = append(batch, req)
+			}
+		}
+		inFlight++
+		flushing.Add(1)
+		go func() {
+			defer flushing.Done()
+			l.flush(batch)
+			done <- struct{}{}
+		}()
 	}
 }
 
 func (l *Ledger) flush(batch []commitReq) {
 	l.metrics.batchSize.Observe(float64(len(batch)))
-	if len(batch) == 1 || !l.batching.Load() {
-		for _, r := range batch {
-			ack, err := l.js.PublishMsg(r.ctx, r.msg)
-			r.done <- commitRes{ack, err}
-		}
+	if len(batch) < atomicMin || !l.batching.Load() {
+		l.publishEach(batch)
 		return
 	}
 	msgs := make([]*nats.Msg, len(batch))
@@ -119,9 +165,56 @@ func (l *Ledger) flush(batch []commitReq) {
 		l.log.Warn("atomic batch publish is not enabled on the ledger stream; appends are committed one by one")
 	}
 	l.metrics.batchFallbacks.Inc()
-	for _, r := range batch {
-		ack, err := l.js.PublishMsg(r.ctx, r.msg)
-		r.done <- commitRes{ack, err}
+	l.publishEach(batch)
+}
+
+// publishEach publishes every message of batch without waiting for the one
+// before, then hands each its own ack or error.
+func (l *Ledger) publishEach(batch []commitReq) {
+	futures := make([]jetstream.PubAckFuture, len(batch))
+	for i, r := range batch {
+		f, err := l.publishAsync(r.msg)
+		if err != nil {
+			r.done <- commitRes{err: err}
+			continue
+		}
+		futures[i] = f
+	}
+	timeout := time.NewTimer(l.commitTimeout)
+	defer timeout.Stop()
+	for i, r := range batch {
+		if futures[i] == nil {
+			continue
+		}
+		select {
+		case ack := <-futures[i].Ok():
+			r.done <- commitRes{ack: ack}
+		case err := <-futures[i].Err():
+			r.done <- commitRes{err: err}
+		case <-timeout.C:
+			// Closed so that every later wait ends at once too; the
+			// message may still be stored, and a re-send of the event is
+			// answered from the id index with the original receipt.
+			timeout.Reset(0)
+			r.done <- commitRes{err: fmt.Errorf("no ack within %s: %w", l.commitTimeout, context.DeadlineExceeded)}
+		}
+	}
+}
+
+// publishAsync publishes msg, waiting out the client's back-pressure: with
+// SyncAlways acks arrive at the disk's pace, and a full window of pending
+// publishes (ErrTooManyStalledMsgs) means wait, not fail.
+func (l *Ledger) publishAsync(msg *nats.Msg) (jetstream.PubAckFuture, error) {
+	deadline := time.Now().Add(l.commitTimeout)
+	for {
+		f, err := l.js.PublishMsgAsync(msg)
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || time.Now().After(deadline) {
+			return f, err
+		}
+		select {
+		case <-l.js.PublishAsyncComplete():
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 

@@ -95,7 +95,7 @@ type Ledger struct {
 	now     func() time.Time
 	metrics *Metrics
 
-	locks [256]sync.Mutex // per-subject serialization, striped
+	subjectLocks subjectLocks
 
 	signMu sync.Mutex
 	lease  *integratorLease
@@ -151,7 +151,7 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 		return nil, err
 	}
 	l := &Ledger{opts: o, js: js, log: o.Logger, now: o.Clock, metrics: o.Metrics, tree: tree.New(), failed: make(chan struct{}),
-		commits: make(chan commitReq, maxBatch), committerDone: make(chan struct{}), stopCommitter: make(chan struct{}),
+		commits: make(chan commitReq, maxBatch), subjectLocks: subjectLocks{m: map[string]*subjectLock{}}, committerDone: make(chan struct{}), stopCommitter: make(chan struct{}),
 		commitTimeout: 30 * time.Second}
 	l.batching.Store(true)
 	if l.stream, l.cps, err = EnsureStreams(ctx, js, o.Stream); err != nil {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -23,12 +25,15 @@ type converter struct {
 	inputKeys, eventKeys, subjectKeys, consentKeys, scopeKeys, versionKeys, noticesKeys []*ast.Term
 	// The withdrawn_scope of a consent nothing was withdrawn from.
 	emptyScope ast.Value
+
+	subjects *subjectCache
+	notices  atomic.Pointer[cachedNotices]
 }
 
 // newConverter interns the input's keys, the SPEC vocabulary and every
 // string in data (the regions, purposes and codes the rules compare with).
 func newConverter(data any) *converter {
-	cv := &converter{terms: map[string]*ast.Term{}}
+	cv := &converter{terms: map[string]*ast.Term{}, subjects: newSubjectCache(subjectCacheSize)}
 	for _, s := range internedStrings() {
 		cv.intern(s)
 	}
@@ -155,6 +160,18 @@ func (ts *times) addOptional(t *time.Time) span {
 	return ts.add(*t)
 }
 
+// valuer returns the value of a span: a string sliced from one copy of the
+// buffer, or null for the zero span.
+func (ts *times) valuer() func(span) ast.Value {
+	all := string(ts.buf)
+	return func(sp span) ast.Value {
+		if sp.end == 0 {
+			return ast.NullValue
+		}
+		return ast.String(all[sp.start:sp.end])
+	}
+}
+
 func (cv *converter) input(in *Input) (ast.Value, error) {
 	data := ast.InternedEmptyObjectValue
 	if in.Event.Data != nil {
@@ -163,38 +180,38 @@ func (cv *converter) input(in *Input) (ast.Value, error) {
 			return nil, err
 		}
 	}
-
-	// Every time in the input is formatted into one string, sliced per field.
-	s, n := &in.Subject, &in.Notices
-	ts := &times{buf: make([]byte, 0, 36*(2+3*len(s.Consents)+len(n.Versions)))}
+	ts := &times{buf: make([]byte, 0, 72)}
 	nowAt, eventAt := ts.add(in.Now), ts.add(in.Event.Time)
-	consentAt := make([][3]span, len(s.Consents))
-	for i := range s.Consents {
-		c := &s.Consents[i]
-		consentAt[i] = [3]span{ts.add(c.GrantedAt), ts.addOptional(c.Expires), ts.addOptional(c.WithdrawnAt)}
-	}
-	effectiveAt := make([]span, len(n.Versions))
-	for i, v := range n.Versions {
-		effectiveAt[i] = ts.add(v.Effective)
-	}
 	all := string(ts.buf)
-	timeAt := func(sp span) ast.Value {
-		if sp.end == 0 {
-			return ast.NullValue
-		}
-		return ast.String(all[sp.start:sp.end])
-	}
 
 	// Optional fields come last in the key lists, so an object without them
 	// uses a prefix of the shared list (never appended to).
 	eventValues := []ast.Value{cv.str(in.Event.Type).Value, cv.str(in.Event.Source).Value, ast.String(in.Event.ID),
-		timeAt(eventAt), data, nil}
+		ast.String(all[eventAt.start:eventAt.end]), data, nil}
 	if in.Event.Subject != "" {
 		eventValues[5] = ast.String(in.Event.Subject)
 	} else {
 		eventValues = eventValues[:5]
 	}
+	return cv.object(cv.inputKeys, []ast.Value{
+		ast.String(all[nowAt.start:nowAt.end]),
+		cv.object(cv.eventKeys, eventValues).Value,
+		cv.subjects.get(in.Event.Subject, &in.Subject, cv.subject),
+		cv.noticesValue(&in.Notices),
+	}).Value, nil
+}
 
+// subject converts a subject's state. A subject's state changes only when
+// an event of theirs is appended, so decisions reuse the conversion
+// (subjectCache) until it does.
+func (cv *converter) subject(s *SubjectState) ast.Value {
+	ts := &times{buf: make([]byte, 0, 36*3*len(s.Consents))}
+	consentAt := make([][3]span, len(s.Consents))
+	for i := range s.Consents {
+		c := &s.Consents[i]
+		consentAt[i] = [3]span{ts.add(c.GrantedAt), ts.addOptional(c.Expires), ts.addOptional(c.WithdrawnAt)}
+	}
+	timeAt := ts.valuer()
 	consents := make([]*ast.Term, len(s.Consents))
 	for i := range s.Consents {
 		c, at := &s.Consents[i], consentAt[i]
@@ -222,7 +239,21 @@ func (cv *converter) input(in *Input) (ast.Value, error) {
 	if s.Age != nil {
 		subject.add(cv.subjectKeys[6], ast.InternedValue(*s.Age))
 	}
+	return cv.object(subject.keys, subject.values).Value
+}
 
+// noticesValue converts the notice history, which changes only when a
+// notice is published: the last conversion is reused while it is the same.
+func (cv *converter) noticesValue(n *Notices) ast.Value {
+	if c := cv.notices.Load(); c != nil && c.n.Current == n.Current && slices.Equal(c.n.Versions, n.Versions) {
+		return c.v
+	}
+	ts := &times{buf: make([]byte, 0, 36*len(n.Versions))}
+	effectiveAt := make([]span, len(n.Versions))
+	for i, v := range n.Versions {
+		effectiveAt[i] = ts.add(v.Effective)
+	}
+	timeAt := ts.valuer()
 	versions := make([]*ast.Term, len(n.Versions))
 	for i, v := range n.Versions {
 		versions[i] = cv.object(cv.versionKeys, []ast.Value{cv.str(v.Version).Value, timeAt(effectiveAt[i])})
@@ -233,13 +264,14 @@ func (cv *converter) input(in *Input) (ast.Value, error) {
 	} else {
 		noticeValues = noticeValues[:1]
 	}
+	v := cv.object(cv.noticesKeys, noticeValues).Value
+	cv.notices.Store(&cachedNotices{n: Notices{Current: n.Current, Versions: slices.Clone(n.Versions)}, v: v})
+	return v
+}
 
-	return cv.object(cv.inputKeys, []ast.Value{
-		timeAt(nowAt),
-		cv.object(cv.eventKeys, eventValues).Value,
-		cv.object(subject.keys, subject.values).Value,
-		cv.object(cv.noticesKeys, noticeValues).Value,
-	}).Value, nil
+type cachedNotices struct {
+	n Notices
+	v ast.Value
 }
 
 // objectBuilder collects an object whose optional fields are not a prefix of

@@ -100,50 +100,95 @@ func NewSubject(pseudonym string) *Subject {
 // Apply folds one record of this subject into the state. Records must come
 // in sequence order; one already applied is ignored.
 func (s *Subject) Apply(seq uint64, r *record.Record) error {
-	if seq <= s.LastSeq {
-		return nil
+	d, err := Decode(r)
+	if err != nil {
+		return err
 	}
-	s.LastSeq = seq
-	s.Events++
-	s.seqs = append(s.seqs, seq)
-	t := r.EventTime()
+	s.ApplyDecoded(seq, r, d)
+	return nil
+}
+
+// Decoded is what applying a record needs from its body, decoded ahead so
+// that the decoding happens outside any lock on the state.
+type Decoded struct {
+	time time.Time
+	// sealedCategories are the categories of a record with sealed values.
+	sealedCategories []string
+	// data is the record's data as the struct of its type, for the types
+	// that change a subject's state.
+	data any
+}
+
+// Decode decodes what ApplyDecoded needs from r.
+func Decode(r *record.Record) (*Decoded, error) {
+	d := &Decoded{time: r.EventTime()}
 	if r.PII != "" {
 		var c struct {
 			Categories []string `json:"categories"`
 		}
 		_ = json.Unmarshal(r.Data, &c)
-		s.Sealed = append(s.Sealed, SealedRef{Seq: seq, Ref: r.PII, Type: r.Type, Categories: c.Categories})
+		d.sealedCategories = c.Categories
 	}
+	var data any
 	switch r.Type {
 	case "privacy.subject.registered":
-		var d event.SubjectRegistered
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
+		data = &event.SubjectRegistered{}
+	case "privacy.consent.granted":
+		data = &event.ConsentGranted{}
+	case "privacy.consent.withdrawn":
+		data = &event.ConsentWithdrawn{}
+	case "privacy.data.collected":
+		data = &event.DataCollected{}
+	case "privacy.data.transferred":
+		data = &event.DataTransferred{}
+	case "privacy.rights.requested":
+		data = &event.RightsRequested{}
+	case "privacy.rights.completed":
+		data = &event.RightsCompleted{}
+	case "privacy.data.erased":
+		data = &event.DataErased{}
+	case record.TypeRetentionExpired:
+		data = &record.RetentionExpired{}
+	case "privacy.notice.published":
+		data = &event.NoticePublished{}
+	case record.TypePolicyActivated:
+		data = &record.PolicyActivated{}
+	default:
+		return d, nil
+	}
+	if err := r.DecodeData(data); err != nil {
+		return nil, err
+	}
+	d.data = data
+	return d, nil
+}
+
+// ApplyDecoded is Apply with r's body decoded by Decode.
+func (s *Subject) ApplyDecoded(seq uint64, r *record.Record, dec *Decoded) {
+	if seq <= s.LastSeq {
+		return
+	}
+	s.LastSeq = seq
+	s.Events++
+	s.seqs = append(s.seqs, seq)
+	t := dec.time
+	if r.PII != "" {
+		s.Sealed = append(s.Sealed, SealedRef{Seq: seq, Ref: r.PII, Type: r.Type, Categories: dec.sealedCategories})
+	}
+	switch d := dec.data.(type) {
+	case *event.SubjectRegistered:
 		s.Registered, s.Residence, s.RegisteredAt = true, d.Residence, t
 		s.RegisteredAge = d.Age
-	case "privacy.consent.granted":
-		var d event.ConsentGranted
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
+	case *event.ConsentGranted:
 		s.Consents = append(s.Consents, &Consent{Seq: seq, ConsentState: policy.ConsentState{
 			ConsentID: d.ConsentID, NoticeVersion: d.NoticeVersion,
 			Purposes: orEmpty(d.Purposes), Categories: orEmpty(d.Categories), Destinations: orEmpty(d.Destinations),
 			Recipients: orEmpty(d.Recipients), Cookies: orEmpty(d.Cookies), Guardian: d.Guardian != nil,
 			GrantedAt: t, Expires: d.Expires, WithdrawnScope: emptyScope(),
 		}})
-	case "privacy.consent.withdrawn":
-		var d event.ConsentWithdrawn
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
-		s.withdraw(&d, t)
-	case "privacy.data.collected":
-		var d event.DataCollected
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
+	case *event.ConsentWithdrawn:
+		s.withdraw(d, t)
+	case *event.DataCollected:
 		deadline := t
 		if dur, err := event.ParseDuration(d.Retention); err == nil {
 			deadline = dur.AddTo(t)
@@ -151,35 +196,19 @@ func (s *Subject) Apply(seq uint64, r *record.Record) error {
 		for _, c := range d.Categories {
 			s.hold(c, d.StorageRegion, d.Purpose, seq, deadline)
 		}
-	case "privacy.data.transferred":
-		var d event.DataTransferred
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
+	case *event.DataTransferred:
 		s.Transfers = append(s.Transfers, Transfer{Seq: seq, Time: t, TransferID: d.TransferID, Recipient: d.Recipient,
 			From: d.FromRegion, To: d.ToRegion, Categories: d.Categories, Purpose: d.Purpose, Mechanism: d.Mechanism})
-	case "privacy.rights.requested":
-		var d event.RightsRequested
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
+	case *event.RightsRequested:
 		s.Requests = append(s.Requests, &Request{RequestID: d.RequestID, Right: d.Right, Seq: seq, RequestedAt: t, Status: "open"})
-	case "privacy.rights.completed":
-		var d event.RightsCompleted
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
+	case *event.RightsCompleted:
 		for _, q := range s.Requests {
 			if q.RequestID == d.RequestID && q.Status == "open" {
 				at := t
 				q.Status, q.CompletedAt, q.CompletedBy = d.Outcome, &at, seq
 			}
 		}
-	case "privacy.data.erased":
-		var d event.DataErased
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
+	case *event.DataErased:
 		if d.Scope.All {
 			at := t
 			s.Erased, s.ErasedAt = true, &at
@@ -191,14 +220,12 @@ func (s *Subject) Apply(seq uint64, r *record.Record) error {
 				s.eraseCategory(c)
 			}
 		}
-	case record.TypeRetentionExpired:
-		var d record.RetentionExpired
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
+	case *record.RetentionExpired:
 		for _, c := range d.Categories {
 			s.expire(c, d.Collected)
 		}
+	}
+	switch r.Type {
 	case record.TypeKeyDestroyed:
 		s.KeyDestroyed = true
 		if !s.Erased {
@@ -208,7 +235,6 @@ func (s *Subject) Apply(seq uint64, r *record.Record) error {
 	case record.TypeDenied:
 		s.Denials++
 	}
-	return nil
 }
 
 func (s *Subject) hold(cat, region, purpose string, seq uint64, deadline time.Time) {

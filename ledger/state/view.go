@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"custos.dev/ledger/event"
@@ -63,8 +65,10 @@ type View struct {
 	changed  *sync.Cond
 	applied  uint64
 	subjects map[string]*Subject
-	notices  []policy.NoticeVersion
-	ids      map[[16]byte]IDEntry
+	// notices is replaced, never changed in place, so that readers take
+	// no lock: every decision reads it.
+	notices  atomic.Pointer[[]policy.NoticeVersion]
+	ids      idIndex
 	register []RegisterEntry
 	domestic func(region string) bool
 	// policyRev is the revision named by the last custos.policy.activated.
@@ -74,7 +78,11 @@ type View struct {
 // NewView returns an empty view. domestic tells which regions are inside
 // the ledger's home jurisdiction, for the transfer register.
 func NewView(domestic func(region string) bool) *View {
-	v := &View{subjects: map[string]*Subject{}, ids: map[[16]byte]IDEntry{}, notices: []policy.NoticeVersion{}, domestic: domestic}
+	v := &View{subjects: map[string]*Subject{}, domestic: domestic}
+	for i := range v.ids {
+		v.ids[i].m = map[[16]byte]IDEntry{}
+	}
+	v.notices.Store(&[]policy.NoticeVersion{})
 	v.changed = sync.NewCond(v.mu.RLocker())
 	return v
 }
@@ -100,30 +108,38 @@ func (v *View) ApplyLocal(seq uint64, pseudonym string, r *record.Record) error 
 }
 
 func (v *View) apply(seq uint64, pseudonym string, r *record.Record, local bool) error {
+	// Everything that needs no state is computed before taking the lock:
+	// every append takes it, and a holder that waits for a core makes
+	// every other append wait too.
+	dec, err := Decode(r)
+	if err != nil {
+		return err
+	}
+	var key [16]byte
+	var ent IDEntry
+	indexed := r.Type != record.TypeDenied
+	if indexed {
+		key, ent = idBytes(IDKey(r.Source, r.ID)), IDEntry{Seq: seq, MAC: MACDigest(r.ContentMAC)}
+	}
+	var reg *RegisterEntry
+	if pseudonym != "" && !local {
+		reg = v.registerEntry(seq, pseudonym, r)
+	}
+
 	v.mu.Lock()
 	defer func() {
 		v.mu.Unlock()
 		v.changed.Broadcast()
 	}()
-	if r.Type != record.TypeDenied {
-		k := idBytes(IDKey(r.Source, r.ID))
-		if _, seen := v.ids[k]; !seen {
-			v.ids[k] = IDEntry{Seq: seq, MAC: MACDigest(r.ContentMAC)}
-		}
+	if indexed {
+		v.ids.add(key, ent)
 	}
 	inOrder := !local && seq > v.applied
-	if r.Type == "privacy.notice.published" && inOrder {
-		var d event.NoticePublished
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
-		v.notices = append(v.notices, policy.NoticeVersion{Version: d.Version, Effective: d.Effective})
+	if d, ok := dec.data.(*event.NoticePublished); ok && inOrder {
+		notices := append(slices.Clone(*v.notices.Load()), policy.NoticeVersion{Version: d.Version, Effective: d.Effective})
+		v.notices.Store(&notices)
 	}
-	if r.Type == record.TypePolicyActivated && inOrder {
-		var d record.PolicyActivated
-		if err := r.DecodeData(&d); err != nil {
-			return err
-		}
+	if d, ok := dec.data.(*record.PolicyActivated); ok && inOrder {
 		v.policyRev = d.Revision
 	}
 	if pseudonym != "" {
@@ -132,12 +148,10 @@ func (v *View) apply(seq uint64, pseudonym string, r *record.Record, local bool)
 			s = NewSubject(pseudonym)
 			v.subjects[pseudonym] = s
 		}
-		if inOrder {
-			v.addToRegister(seq, pseudonym, r)
+		if inOrder && reg != nil {
+			v.register = append(v.register, *reg)
 		}
-		if err := s.Apply(seq, r); err != nil {
-			return err
-		}
+		s.ApplyDecoded(seq, r, dec)
 	}
 	if inOrder {
 		v.applied = seq
@@ -156,7 +170,10 @@ func (v *View) MarkApplied(seq uint64) {
 	v.changed.Broadcast()
 }
 
-func (v *View) addToRegister(seq uint64, pseudonym string, r *record.Record) {
+// registerEntry is the register line of r, or nil when r is not a
+// cross-border transfer (recorded or blocked). It reads nothing that
+// changes, so it runs outside the lock.
+func (v *View) registerEntry(seq uint64, pseudonym string, r *record.Record) *RegisterEntry {
 	e := RegisterEntry{Seq: seq, Time: r.EventTime(), Subject: pseudonym, Allowed: true, Reasons: []string{}}
 	data := r.Data
 	typ := r.Type
@@ -164,7 +181,7 @@ func (v *View) addToRegister(seq uint64, pseudonym string, r *record.Record) {
 	if r.Type == record.TypeDenied {
 		var d record.Denied
 		if err := r.DecodeData(&d); err != nil {
-			return
+			return nil
 		}
 		data, typ, dec, e.Allowed = d.Attempted, d.Type, &d.Decision, false
 	}
@@ -179,25 +196,25 @@ func (v *View) addToRegister(seq uint64, pseudonym string, r *record.Record) {
 	case "privacy.data.transferred":
 		var d event.DataTransferred
 		if json.Unmarshal(data, &d) != nil {
-			return
+			return nil
 		}
 		e.TransferID, e.Recipient, e.From, e.To, e.Mechanism, e.Categories, e.Purpose = d.TransferID, d.Recipient, d.FromRegion, d.ToRegion, d.Mechanism, d.Categories, d.Purpose
 	case "privacy.data.shared":
 		var d event.DataShared
 		if json.Unmarshal(data, &d) != nil || v.domestic(d.Region) {
-			return
+			return nil
 		}
 		e.Recipient, e.To, e.Categories, e.Purpose = d.Recipient, d.Region, d.Categories, d.Purpose
 	case "privacy.data.collected":
 		var d event.DataCollected
 		if json.Unmarshal(data, &d) != nil || v.domestic(d.StorageRegion) {
-			return
+			return nil
 		}
 		e.To, e.Categories, e.Purpose = d.StorageRegion, d.Categories, d.Purpose
 	default:
-		return
+		return nil
 	}
-	v.register = append(v.register, e)
+	return &e
 }
 
 // Applied is the highest sequence applied.
@@ -229,9 +246,35 @@ func (v *View) WaitApplied(ctx context.Context, seq uint64) error {
 
 // Lookup finds what was recorded for a source+id key.
 func (v *View) Lookup(key string) (IDEntry, bool) {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	e, ok := v.ids[idBytes(key)]
+	return v.ids.get(idBytes(key))
+}
+
+// idIndex maps source+id keys to what was recorded, in shards with locks of
+// their own: every append looks up its id twice and adds it once, and must
+// not wait for the view's lock to do so.
+type idIndex [64]struct {
+	mu sync.RWMutex
+	m  map[[16]byte]IDEntry
+}
+
+func (x *idIndex) shard(k [16]byte) int { return int(k[0]) % len(x) }
+
+// add records e for k unless k has an entry already: the first record of an
+// id is the one a re-send is answered with.
+func (x *idIndex) add(k [16]byte, e IDEntry) {
+	sh := &x[x.shard(k)]
+	sh.mu.Lock()
+	if _, seen := sh.m[k]; !seen {
+		sh.m[k] = e
+	}
+	sh.mu.Unlock()
+}
+
+func (x *idIndex) get(k [16]byte) (IDEntry, bool) {
+	sh := &x[x.shard(k)]
+	sh.mu.RLock()
+	e, ok := sh.m[k]
+	sh.mu.RUnlock()
 	return e, ok
 }
 
@@ -259,9 +302,7 @@ func (v *View) Subject(pseudonym string) *Subject {
 
 // Notices is the notice history.
 func (v *View) Notices() policy.Notices {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	n := policy.Notices{Versions: append([]policy.NoticeVersion{}, v.notices...)}
+	n := policy.Notices{Versions: slices.Clone(*v.notices.Load())}
 	if len(n.Versions) > 0 {
 		n.Current = n.Versions[len(n.Versions)-1].Version
 	}

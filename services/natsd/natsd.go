@@ -148,11 +148,15 @@ func (s *Server) EnsureAuditMirrors(ctx context.Context) error {
 		if _, err := js.Stream(ctx, name); err == nil {
 			continue
 		}
+		// A mirror is a copy the server can always fetch again from the
+		// ledger: after a crash it resumes from its last stored message. So
+		// it is not fsynced per message (AsyncPersistMode), which would
+		// double the disk's syncs for every append.
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{
 			Name: name, Description: "Auditors' read-only mirror of the ledger's " + name,
 			Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew,
 			MaxMsgs: -1, MaxBytes: -1, MaxMsgsPerSubject: -1, MaxMsgSize: -1,
-			DenyDelete: true, DenyPurge: true, AllowDirect: true,
+			DenyDelete: true, DenyPurge: true, AllowDirect: true, PersistMode: jetstream.AsyncPersistMode,
 			Mirror: &jetstream.StreamSource{Name: name, External: &jetstream.ExternalStream{APIPrefix: "$JS.ledger.API", DeliverPrefix: "audit.deliver"}},
 		})
 		if err != nil {
