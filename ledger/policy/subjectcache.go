@@ -8,8 +8,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// subjectCacheSize bounds how many subjects' converted states a set keeps.
-const subjectCacheSize = 16384
+// subjectCacheSize bounds how many subjects' converted states a set keeps:
+// a few KiB each (about 15 KiB with five consents), so tens of MiB at most.
+const subjectCacheSize = 4096
 
 // subjectCache keeps the last converted state of recently decided subjects,
 // by pseudonym. An entry is used only when the state it was made from is
