@@ -1,6 +1,8 @@
 package ledger
 
 import (
+	"fmt"
+
 	"errors"
 	"time"
 
@@ -57,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "custos_subject_keys_destroyed_total", Help: "Subjects crypto-shredded.",
 		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "custos_commit_batch_size", Help: "Events per group commit (one fsync each).",
+			Name: "custos_commit_batch_size", Help: fmt.Sprintf("Appends committed together: pipelined publishes below %d, one atomic batch (one fsync) from %d.", atomicMin, atomicMin),
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
 		}),
 		integrator: prometheus.NewGauge(prometheus.GaugeOpts{

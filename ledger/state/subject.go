@@ -115,11 +115,12 @@ type Decoded struct {
 	// sealedCategories are the categories of a record with sealed values.
 	sealedCategories []string
 	// data is the record's data as the struct of its type, for the types
-	// that change a subject's state.
+	// that change a subject's state or the view's notices and revision.
 	data any
 }
 
-// Decode decodes what ApplyDecoded needs from r.
+// Decode decodes what applying r needs: what ApplyDecoded folds into a
+// subject, and the notice or policy revision the view keeps.
 func Decode(r *record.Record) (*Decoded, error) {
 	d := &Decoded{time: r.EventTime()}
 	if r.PII != "" {

@@ -71,7 +71,7 @@ ceiling as a ratio.`,
 				row("verify events/s vs raw ordered read", res.Verify, res.RawRead)
 				row("group commit msgs/s vs per-message sync", res.RawBatchPublish, res.RawSyncPublish)
 				fmt.Fprintf(w, "group commit by batch size: 16: %.0f/s, 64: %.0f/s, 256: %.0f/s\n", res.RawBatchBySize[16], res.RawBatchBySize[64], res.RawBatchBySize[256])
-				fmt.Fprintf(w, "\ningest latency p50 %.2f ms, p99 %.2f ms (HTTP), p50 %.2f ms, p99 %.2f ms (in-process); mean group commit %.1f events/fsync\n",
+				fmt.Fprintf(w, "\ningest latency p50 %.2f ms, p99 %.2f ms (HTTP), p50 %.2f ms, p99 %.2f ms (in-process); mean commit group %.1f events\n",
 					res.IngestP50ms, res.IngestP99ms, res.InProcessP50ms, res.InProcessP99ms, res.MeanCommitBatch)
 				fmt.Fprintf(w, "decision p50 %.1f µs, p99 %.1f µs, %.0f decisions/s\n", res.DecisionP50us, res.DecisionP99us, res.DecisionsPerSec)
 				fmt.Fprintf(w, "Vault calls: %d for %d events and %d subjects (%.0f per 100k events)\n", res.VaultCalls, res.Events, res.Subjects, res.VaultPer100k)
