@@ -19,7 +19,7 @@ notice_effective[v] := min({time.parse_rfc3339_ns(n.effective) | some n in notic
 # Effective times of the notices in force whose publication requires fresh
 # consent (data.custos.config.notices.reconsent_required).
 reconsent_in_force contains ns if {
-	some v in reconsent_required
+	some v in object.get(data.custos.config, ["notices", "reconsent_required"], [])
 	ns := notice_effective[v]
 	ns <= now_ns
 }
@@ -329,8 +329,8 @@ guardian_among(ids) if {
 }
 
 deny contains reason("GUARDIAN_CONSENT_REQUIRED", "the consent relied on for a subject under the guardian age was not given with a guardian") if {
-	minor
 	consent_required
+	minor
 	count(recipient_active) > 0
 	not guardian_among(recipient_active)
 }
@@ -360,7 +360,7 @@ cookie_covered(k) if {
 deny contains reason(code, gap_message(code, what, sprintf("no consent allows %s", [what]))) if {
 	some k in input.event.data.categories
 	startswith(k, "cookie.")
-	not k in necessary_cookies
+	not k in object.get(data.custos.config, "necessary_cookies", [])
 	cookie_checked
 	not cookie_covered(k)
 	ids := {i | some i, c in consents; k in c.cookies}

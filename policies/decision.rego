@@ -12,16 +12,12 @@ package custos.decision
 # ---------------------------------------------------------------------------
 
 decision := {"allow": true, "reasons": [], "obligations": sort(obligation)} if {
-	allow
-} else := {"allow": false, "reasons": reasons, "obligations": []}
-
-default allow := false
-
-# An event is allowed only when its type is known and no deny rule fired.
-allow if {
 	type_known
 	count(deny) == 0
-}
+} else := {"allow": false, "reasons": reasons, "obligations": []}
+
+# An event is allowed only when its type is known and no deny rule fired.
+allow := decision.allow
 
 # One reason per code, sorted by code; the messages of a code are joined.
 reasons := [r |
@@ -36,39 +32,13 @@ reason(code, message) := {"code": code, "message": message}
 
 # ---------------------------------------------------------------------------
 # Settings: data.custos.config, with the strictest value when one is missing.
+#
+# Every setting but the guardian age (18 when missing) is a list, whose
+# strictest value is the empty one. Rules read a setting where they use it, as
+# object.get(data.custos.config, name, []), rather than through a rule or a
+# function of its own: each rule or call a decision goes through costs it
+# microseconds (docs/policies.md, "Keeping decisions fast").
 # ---------------------------------------------------------------------------
-
-default storage_regions := []
-
-storage_regions := data.custos.config.storage_regions
-
-default transfer_destinations := []
-
-transfer_destinations := data.custos.config.transfer_destinations
-
-default transfer_mechanisms := []
-
-transfer_mechanisms := data.custos.config.transfer_mechanisms
-
-default guardian_age := 18
-
-guardian_age := data.custos.config.guardian_age
-
-default allowed_purposes := []
-
-allowed_purposes := data.custos.config.allowed_purposes
-
-default consent_exempt_purposes := []
-
-consent_exempt_purposes := data.custos.config.consent_exempt_purposes
-
-default necessary_cookies := []
-
-necessary_cookies := data.custos.config.necessary_cookies
-
-default reconsent_required := []
-
-reconsent_required := data.custos.config.notices.reconsent_required
 
 # ---------------------------------------------------------------------------
 # The event and the subject.
@@ -79,29 +49,43 @@ reconsent_required := data.custos.config.notices.reconsent_required
 # (a denial, an activation, a key destruction), so no rule below applies to
 # them. Rules name the type they apply to as `input.event.type == "..."`, so
 # that OPA's rule index skips the rules of other types without evaluating
-# them; the sets are literals for the same reason.
+# them; for the same reason each known type is a clause of its own.
 #
 # Note on negation: "not x in s" and "not f(x)" are undefined, not true, when x
 # is undefined (the argument is evaluated outside the negation), so negated
-# memberships of what may be missing go through helper rules like these.
-type_known if input.event.type in {
-	"privacy.subject.registered",
-	"privacy.notice.published",
-	"privacy.consent.granted",
-	"privacy.consent.withdrawn",
-	"privacy.data.collected",
-	"privacy.data.used",
-	"privacy.data.shared",
-	"privacy.data.transferred",
-	"privacy.rights.requested",
-	"privacy.rights.completed",
-	"privacy.data.corrected",
-	"privacy.data.erased",
-	"custos.decision.denied",
-	"custos.policy.activated",
-	"custos.key.destroyed",
-	"custos.retention.expired",
-}
+# memberships of what may be missing go through a helper rule, or read it with
+# object.get and a default.
+type_known if input.event.type == "privacy.subject.registered"
+
+type_known if input.event.type == "privacy.notice.published"
+
+type_known if input.event.type == "privacy.consent.granted"
+
+type_known if input.event.type == "privacy.consent.withdrawn"
+
+type_known if input.event.type == "privacy.data.collected"
+
+type_known if input.event.type == "privacy.data.used"
+
+type_known if input.event.type == "privacy.data.shared"
+
+type_known if input.event.type == "privacy.data.transferred"
+
+type_known if input.event.type == "privacy.rights.requested"
+
+type_known if input.event.type == "privacy.rights.completed"
+
+type_known if input.event.type == "privacy.data.corrected"
+
+type_known if input.event.type == "privacy.data.erased"
+
+type_known if input.event.type == "custos.decision.denied"
+
+type_known if input.event.type == "custos.policy.activated"
+
+type_known if input.event.type == "custos.key.destroyed"
+
+type_known if input.event.type == "custos.retention.expired"
 
 event_data := input.event.data
 
@@ -111,7 +95,7 @@ now_ns := time.parse_rfc3339_ns(input.now)
 # an unknown age is not treated as a minor (registration carries the age).
 minor if {
 	is_number(input.subject.age)
-	input.subject.age < guardian_age
+	input.subject.age < object.get(data.custos.config, "guardian_age", 18)
 }
 
 # ---------------------------------------------------------------------------

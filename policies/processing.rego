@@ -4,23 +4,21 @@ package custos.decision
 # Processing events: collection, use, sharing and transfer of personal data.
 # ---------------------------------------------------------------------------
 
-processing if input.event.type == "privacy.data.collected"
+# The purpose of a processing event, defined for those events only. A missing
+# purpose is "(none)", which no consent or setting names.
+event_purpose := object.get(input.event.data, "purpose", "(none)") if input.event.type == "privacy.data.collected"
 
-processing if input.event.type == "privacy.data.used"
+event_purpose := object.get(input.event.data, "purpose", "(none)") if input.event.type == "privacy.data.used"
 
-processing if input.event.type == "privacy.data.shared"
+event_purpose := object.get(input.event.data, "purpose", "(none)") if input.event.type == "privacy.data.shared"
 
-processing if input.event.type == "privacy.data.transferred"
-
-# A missing purpose is "(none)", which no consent or setting names.
-event_purpose := object.get(input.event.data, "purpose", "(none)")
+event_purpose := object.get(input.event.data, "purpose", "(none)") if input.event.type == "privacy.data.transferred"
 
 # Personal information is used only for the purposes of the privacy policy
 # (its section 2).
 deny contains reason("PURPOSE_NOT_ALLOWED", sprintf("purpose %s is not an allowed purpose", [p])) if {
-	processing
 	p := event_purpose
-	not p in allowed_purposes
+	not p in object.get(data.custos.config, "allowed_purposes", [])
 }
 
 # The region the event moves data to, when that region is outside the storage
@@ -30,34 +28,32 @@ deny contains reason("PURPOSE_NOT_ALLOWED", sprintf("purpose %s is not an allowe
 xborder_dest := d if {
 	input.event.type == "privacy.data.transferred"
 	d := object.get(input.event.data, "to_region", "")
-	not d in storage_regions
+	not d in object.get(data.custos.config, "storage_regions", [])
 }
 
 xborder_dest := d if {
 	input.event.type == "privacy.data.shared"
 	not event_data.basis == "anonymized"
 	d := object.get(input.event.data, "region", "")
-	not d in storage_regions
+	not d in object.get(data.custos.config, "storage_regions", [])
 }
 
 xborder_dest := d if {
 	input.event.type == "privacy.data.collected"
 	d := object.get(input.event.data, "storage_region", "")
-	not d in storage_regions
+	not d in object.get(data.custos.config, "storage_regions", [])
 }
 
 # Whether the event needs a consent in force covering it.
 consent_required if {
 	input.event.type == "privacy.data.collected"
-	not purpose_exempt
+	not event_purpose in object.get(data.custos.config, "consent_exempt_purposes", [])
 }
 
 consent_required if {
 	input.event.type == "privacy.data.used"
-	not purpose_exempt
+	not event_purpose in object.get(data.custos.config, "consent_exempt_purposes", [])
 }
-
-purpose_exempt if event_purpose in consent_exempt_purposes
 
 consent_required if {
 	input.event.type == "privacy.data.shared"
@@ -66,26 +62,37 @@ consent_required if {
 
 # A cross-border transfer always needs a separate consent naming the
 # destination, whatever the purpose or sharing basis.
-consent_required if xborder_dest
+consent_required if {
+	input.event.type == "privacy.data.transferred"
+	xborder_dest
+}
+
+consent_required if {
+	input.event.type == "privacy.data.shared"
+	xborder_dest
+}
+
+consent_required if {
+	input.event.type == "privacy.data.collected"
+	xborder_dest
+}
 
 deny contains reason("DESTINATION_NOT_ALLOWED", sprintf("%s is not a destination personal information may be transferred to", [d])) if {
 	d := xborder_dest
-	not d in transfer_destinations
+	not d in object.get(data.custos.config, "transfer_destinations", [])
 }
 
 deny contains reason("STORAGE_REGION_NOT_ALLOWED", sprintf("personal information may not be stored in %s", [d])) if {
 	input.event.type == "privacy.data.collected"
 	d := xborder_dest
-	not d in transfer_destinations
+	not d in object.get(data.custos.config, "transfer_destinations", [])
 }
 
 deny contains reason("NO_TRANSFER_MECHANISM", "a cross-border transfer needs a lawful transfer mechanism") if {
 	input.event.type == "privacy.data.transferred"
 	xborder_dest
-	not mechanism_lawful
+	not object.get(input.event.data, "mechanism", null) in object.get(data.custos.config, "transfer_mechanisms", [])
 }
-
-mechanism_lawful if input.event.data.mechanism in transfer_mechanisms
 
 # Minors use the services only with their guardian's consent (privacy policy
 # section 7): collecting their data needs a guardian's consent in force even

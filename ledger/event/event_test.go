@@ -457,6 +457,7 @@ func TestDuplicateKeys(t *testing.T) {
 		{"fields", ev(event.TypeDataCollected, strings.Replace(collected, `{"email":"li.wei@example.cn"}`, `{"email":"a@example.cn","email":"b@example.cn"}`, 1)), "data.fields.email"},
 		{"guardian", ev(event.TypeSubjectRegistered, `{"residence":"CN","age":9,"guardian":{"ref":"u-1","ref":"u-2","relation":"father"}}`), "data.guardian.ref"},
 		{"unsafe name", `{"a b":1,"a b":2}`, ""},
+		{"many fields", ev(event.TypeDataCollected, strings.Replace(collected, `{"email":"li.wei@example.cn"}`, strings.TrimSuffix(manyFields(20), "}")+`,"fad":2}`, 1)), "data.fields.fad"},
 		{"data itself", base(event.TypeDataUsed, `{"categories":["usage.device"],"purpose":"security"}`).String()[:1] + `"data":{},` + base(event.TypeDataUsed, `{"categories":["usage.device"],"purpose":"security"}`).String()[1:], "data"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

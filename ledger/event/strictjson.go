@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // MaxDepth is the deepest nesting of JSON objects and arrays accepted in an
@@ -40,12 +43,14 @@ type node struct {
 	vals []*node  // object member values, or array elements
 }
 
-// parser turns a body into a node tree with the checks encoding/json does
-// not make: duplicate member names, nesting depth and invalid UTF-8 (which
-// encoding/json silently replaces with U+FFFD) are errors naming the path
-// where they occur.
+// parser turns a body into a node tree with the checks a plain decoder does
+// not make, each an error naming the path where it occurs: duplicate member
+// names, invalid UTF-8 (which decoders replace with U+FFFD or report without
+// a path), nesting depth and the number of members or elements. The tokens
+// come from jsontext, encoding/json/v2's syntax layer, which allocates
+// nothing per token.
 type parser struct {
-	dec *json.Decoder
+	dec *jsontext.Decoder
 	src []byte
 }
 
@@ -56,28 +61,33 @@ func parseDocument(b []byte, path string, depth int) (*node, *FieldError) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, fieldErr(path, "empty body")
 	}
-	p := &parser{dec: json.NewDecoder(bytes.NewReader(b)), src: b}
-	p.dec.UseNumber()
+	// Duplicate names and UTF-8 are checked here, so that the error can
+	// name the member; jsontext's own checks report a JSON pointer instead.
+	p := &parser{
+		dec: jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)),
+		src: b,
+	}
 	n, ferr := p.value(path, depth)
 	if ferr != nil {
 		return nil, ferr
 	}
-	if _, err := p.dec.Token(); !errors.Is(err, io.EOF) {
+	if _, err := p.dec.ReadToken(); !errors.Is(err, io.EOF) {
 		return nil, fieldErr("", "unexpected data after the JSON value")
 	}
 	return n, nil
 }
 
-func (p *parser) token(path string) (json.Token, []byte, *FieldError) {
+// token reads the next token and returns it with its raw bytes. An error
+// says only what kind of problem was found, and where: the decoder's
+// messages quote the offending input, which may belong to a personal value.
+func (p *parser) token(path string) (jsontext.Token, []byte, *FieldError) {
 	start := p.dec.InputOffset()
-	tok, err := p.dec.Token()
+	tok, err := p.dec.ReadToken()
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, nil, fieldErr(path, "unexpected end of JSON")
+			return jsontext.Token{}, nil, fieldErr(path, "unexpected end of JSON")
 		}
-		// encoding/json's syntax errors quote the offending character,
-		// which may belong to a personal value: say only where.
-		return nil, nil, fieldErr(path, "malformed JSON")
+		return jsontext.Token{}, nil, fieldErr(path, "malformed JSON")
 	}
 	// Between start and the end of the token lie only white space and the
 	// structural ':' or ',', so the span is the token's raw bytes for the
@@ -90,28 +100,25 @@ func (p *parser) value(path string, depth int) (*node, *FieldError) {
 	if ferr != nil {
 		return nil, ferr
 	}
-	switch t := tok.(type) {
-	case json.Delim:
-		if t != '{' && t != '[' {
-			return nil, fieldErr(path, "malformed JSON")
-		}
+	switch tok.Kind() {
+	case '{', '[':
 		if depth+1 > MaxDepth {
 			return nil, fieldErr(path, "nested deeper than 32 levels")
 		}
-		if t == '{' {
+		if tok.Kind() == '{' {
 			return p.object(path, depth+1)
 		}
 		return p.array(path, depth+1)
-	case string:
+	case '"':
 		if !utf8.Valid(raw) {
 			return nil, fieldErr(path, "not valid UTF-8")
 		}
-		return &node{kind: jString, str: t}, nil
-	case json.Number:
-		return &node{kind: jNumber, str: string(t)}, nil
-	case bool:
-		return &node{kind: jBool, b: t}, nil
-	case nil:
+		return &node{kind: jString, str: tok.String()}, nil
+	case '0':
+		return &node{kind: jNumber, str: tok.String()}, nil
+	case 't', 'f':
+		return &node{kind: jBool, b: tok.Bool()}, nil
+	case 'n':
 		return &node{kind: jNull}, nil
 	}
 	return nil, fieldErr(path, "malformed JSON")
@@ -119,19 +126,19 @@ func (p *parser) value(path string, depth int) (*node, *FieldError) {
 
 func (p *parser) object(path string, depth int) (*node, *FieldError) {
 	n := &node{kind: jObject}
-	seen := make(map[string]struct{})
+	var seen map[string]struct{} // past a few members; fewer are scanned
 	for {
 		tok, raw, ferr := p.token(path)
 		if ferr != nil {
 			return nil, ferr
 		}
-		if d, ok := tok.(json.Delim); ok && d == '}' {
+		if tok.Kind() == '}' {
 			return n, nil
 		}
-		key, ok := tok.(string)
-		if !ok {
+		if tok.Kind() != '"' {
 			return nil, fieldErr(path, "malformed JSON")
 		}
+		key := tok.String()
 		if len(n.keys) == maxEntries {
 			return nil, fieldErr(path, "has more than 1000 members")
 		}
@@ -139,13 +146,25 @@ func (p *parser) object(path string, depth int) (*node, *FieldError) {
 			return nil, fieldErr(path, "a member name is not valid UTF-8")
 		}
 		child := join(path, key)
-		if _, dup := seen[key]; dup {
+		dup := false
+		if len(n.keys) < 16 {
+			dup = slices.Contains(n.keys, key)
+		} else {
+			if seen == nil {
+				seen = make(map[string]struct{}, 2*len(n.keys))
+				for _, k := range n.keys {
+					seen[k] = struct{}{}
+				}
+			}
+			_, dup = seen[key]
+			seen[key] = struct{}{}
+		}
+		if dup {
 			if child == path {
 				return nil, fieldErr(path, "a member name appears more than once")
 			}
 			return nil, fieldErr(child, "appears more than once")
 		}
-		seen[key] = struct{}{}
 		v, ferr := p.value(child, depth)
 		if ferr != nil {
 			return nil, ferr
@@ -158,13 +177,9 @@ func (p *parser) object(path string, depth int) (*node, *FieldError) {
 func (p *parser) array(path string, depth int) (*node, *FieldError) {
 	n := &node{kind: jArray}
 	for {
-		if !p.dec.More() {
-			tok, _, ferr := p.token(path)
-			if ferr != nil {
+		if p.dec.PeekKind() == ']' {
+			if _, _, ferr := p.token(path); ferr != nil {
 				return nil, ferr
-			}
-			if d, ok := tok.(json.Delim); !ok || d != ']' {
-				return nil, fieldErr(path, "malformed JSON")
 			}
 			return n, nil
 		}

@@ -54,3 +54,35 @@ func BenchmarkInputValue(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecideByType decides the event types Custos sees most, for a
+// subject with a realistic consent history, to show where policy time goes.
+func BenchmarkDecideByType(b *testing.B) {
+	s := realSet(b)
+	held := append(otherConsents(), sgConsent("c-1"))
+	cases := []struct {
+		name string
+		in   *Input
+	}{
+		{"transferred", transferInput(nil, sgConsent("c-1"))},
+		{"used-exempt", eventInput("privacy.data.used", map[string]any{"categories": []any{"usage.device"}, "purpose": "security"}, subject(held...))},
+		{"used-consented", eventInput("privacy.data.used", map[string]any{"categories": []any{"identity.contact"}, "purpose": "service_provision"}, subject(held...))},
+		{"collected", eventInput("privacy.data.collected", map[string]any{"categories": []any{"identity.contact"}, "purpose": "service_provision",
+			"storage_region": "CN", "retention": "P1Y", "fields": []any{"email"}}, subject(held...))},
+		{"consent.granted", eventInput("privacy.consent.granted", map[string]any{"consent_id": "c-9", "notice_version": "2.0",
+			"purposes": []any{"notifications"}, "categories": []any{"identity.contact"}}, subject(held...))},
+		{"subject.registered", eventInput("privacy.subject.registered", map[string]any{"residence": "CN", "age": 30}, SubjectState{})},
+	}
+	ctx := context.Background()
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			if d := s.Decide(ctx, c.in); !d.Allow {
+				b.Fatalf("denied: %v", d.Reasons)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Decide(ctx, c.in)
+			}
+		})
+	}
+}

@@ -115,6 +115,9 @@ func compile(files []file) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
 	}
+	if err := ensureConfig(data); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
+	}
 	c := newCompiler()
 	if c.Compile(modules); c.Failed() {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, c.Errors)
@@ -123,6 +126,32 @@ func compile(files []file) (*compiled, error) {
 		return nil, fmt.Errorf("%w: no rule %s", ErrInvalidPolicy, decisionQuery)
 	}
 	return &compiled{modules: modules, data: data, compiler: c}, nil
+}
+
+// ensureConfig makes data.custos.config an object, empty when the set has no
+// settings. Rules read a setting as object.get(data.custos.config, name,
+// strictest), which is undefined rather than the strictest value when the
+// object itself is missing.
+func ensureConfig(data map[string]any) error {
+	custos, ok := data["custos"].(map[string]any)
+	if !ok {
+		if _, present := data["custos"]; present {
+			return errors.New("data.custos is not an object")
+		}
+		custos = map[string]any{}
+		data["custos"] = custos
+	}
+	switch custos["config"].(type) {
+	case map[string]any:
+	case nil:
+		if _, present := custos["config"]; present {
+			return errors.New("data.custos.config is not an object")
+		}
+		custos["config"] = map[string]any{}
+	default:
+		return errors.New("data.custos.config is not an object")
+	}
+	return nil
 }
 
 func newCompiler() *ast.Compiler {

@@ -187,6 +187,22 @@ func TestDecideWithTunedData(t *testing.T) {
 	}
 }
 
+// Without its data file the built-in set decides with the strictest
+// settings, as its own tests of an empty configuration expect.
+func TestDecideWithoutSettings(t *testing.T) {
+	files := realFiles(t)
+	delete(files, configPath)
+	s, err := Load(context.Background(), files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := s.Decide(context.Background(), transferInput(nil, sgConsent("c-1")))
+	want := []string{"DESTINATION_NOT_ALLOWED", "NO_TRANSFER_MECHANISM", "PURPOSE_NOT_ALLOWED"}
+	if d.Allow || !slices.Equal(codes(d), want) {
+		t.Fatalf("decision = allow %v, %v; want denied with %v", d.Allow, codes(d), want)
+	}
+}
+
 func TestRevisionCoversPathsAndContent(t *testing.T) {
 	a := revision([]file{{"a.rego", []byte("x")}, {"data/d.json", []byte("{}")}})
 	for _, other := range [][]file{
@@ -222,6 +238,8 @@ test_parses if time.parse_rfc3339_ns("yesterday")
 		"data not object":    {"decision.rego": allowAll, "data/custos/config/data.json": "[1]"},
 		"data defined twice": {"decision.rego": allowAll, "data/custos/config/data.json": `{"a": 1}`, "data/custos/data.json": `{"config": {"a": 2}}`},
 		"bad rights":         {"decision.rego": allowAll, "data/custos/config/data.json": `{"rights": {"deadline_days": {"PIPL": {"access": -1}}}}`},
+		"config not object":  {"decision.rego": allowAll, "data/custos/data.json": `{"config": ["CN"]}`},
+		"config null":        {"decision.rego": allowAll, "data/custos/data.json": `{"config": null}`},
 	}
 	for name, files := range tests {
 		t.Run(name, func(t *testing.T) {

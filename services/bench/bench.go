@@ -141,8 +141,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := ingest(ctx, a, cfg, res); err != nil {
 		return nil, err
 	}
+	if err := settle(ctx, a); err != nil {
+		return nil, err
+	}
 	cfg.Progress("custos in-process ingest")
 	if err := inProcess(ctx, a, cfg, res); err != nil {
+		return nil, err
+	}
+	if err := settle(ctx, a); err != nil {
 		return nil, err
 	}
 	if err := a.Ledger.SignNow(ctx); err != nil {
@@ -246,6 +252,49 @@ func ingest(ctx context.Context, a *app.App, cfg Config, res *Result) error {
 	res.VaultPer100k = float64(res.VaultCalls) / float64(cfg.Events) * 100000
 	res.MeanCommitBatch = meanBatch(a)
 	return nil
+}
+
+// settle waits for the work an ingest phase leaves behind — the follower
+// folding every appended record into the tree, the auditors' mirrors copying
+// every message — and collects garbage, so that the next phase is measured
+// on its own and not charged for the last one's.
+func settle(ctx context.Context, a *app.App) error {
+	js, err := jetstream.New(a.Conn())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		last, err := lastSeq(ctx, js, ledger.StreamName)
+		if err != nil {
+			return err
+		}
+		cps, err := lastSeq(ctx, js, ledger.CheckpointStreamName)
+		if err != nil {
+			return err
+		}
+		mirrored := a.NATSServer() == nil || a.NATSServer().MirrorCaughtUp(ctx, last, cps)
+		if uint64(a.Ledger.Tree().Size()) >= last && mirrored {
+			runtime.GC()
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the follower and the mirrors to catch up: %w", ctx.Err())
+		}
+	}
+}
+
+func lastSeq(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	return st.CachedInfo().State.LastSeq, nil
 }
 
 // inProcess drives the same full path without HTTP: decode and validate
