@@ -61,7 +61,8 @@ consent_required if {
 }
 
 # A cross-border transfer always needs a separate consent naming the
-# destination, whatever the purpose or sharing basis.
+# destination, whatever the purpose or sharing basis. One clause per type that
+# can cross the border, so that the rule index skips them for other events.
 consent_required if {
 	input.event.type == "privacy.data.transferred"
 	xborder_dest
