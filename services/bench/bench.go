@@ -276,8 +276,9 @@ func settle(ctx context.Context, a *app.App) error {
 		if err != nil {
 			return err
 		}
-		mirrored := a.NATSServer() == nil || a.NATSServer().MirrorCaughtUp(ctx, last, cps)
-		if uint64(a.Ledger.Tree().Size()) >= last && mirrored {
+		// The mirror check opens a connection, so it waits for the follower.
+		followed := uint64(a.Ledger.Tree().Size()) >= last
+		if followed && (a.NATSServer() == nil || a.NATSServer().MirrorCaughtUp(ctx, last, cps)) {
 			runtime.GC()
 			return nil
 		}
