@@ -133,23 +133,17 @@ func compile(files []file) (*compiled, error) {
 // strictest), which is undefined rather than the strictest value when the
 // object itself is missing.
 func ensureConfig(data map[string]any) error {
-	custos, ok := data["custos"].(map[string]any)
-	if !ok {
-		if _, present := data["custos"]; present {
-			return errors.New("data.custos is not an object")
+	node, path := data, "data"
+	for _, key := range []string{"custos", "config"} {
+		path += "." + key
+		if _, present := node[key]; !present {
+			node[key] = map[string]any{}
 		}
-		custos = map[string]any{}
-		data["custos"] = custos
-	}
-	switch custos["config"].(type) {
-	case map[string]any:
-	case nil:
-		if _, present := custos["config"]; present {
-			return errors.New("data.custos.config is not an object")
+		obj, ok := node[key].(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s is not an object", path)
 		}
-		custos["config"] = map[string]any{}
-	default:
-		return errors.New("data.custos.config is not an object")
+		node = obj
 	}
 	return nil
 }

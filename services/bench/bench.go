@@ -265,37 +265,29 @@ func settle(ctx context.Context, a *app.App) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	last, err := ledger.NewReader(js).LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if err := a.Ledger.WaitApplied(ctx, last); err != nil {
+		return fmt.Errorf("waiting for the follower: %w", err)
+	}
+	cps, err := js.Stream(ctx, ledger.CheckpointStreamName)
+	if err != nil {
+		return err
+	}
+	// The mirrors have no wait of their own, so they are checked on a tick.
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		last, err := lastSeq(ctx, js, ledger.StreamName)
-		if err != nil {
-			return err
-		}
-		cps, err := lastSeq(ctx, js, ledger.CheckpointStreamName)
-		if err != nil {
-			return err
-		}
-		// The mirror check opens a connection, so it waits for the follower.
-		followed := uint64(a.Ledger.Tree().Size()) >= last
-		if followed && (a.NATSServer() == nil || a.NATSServer().MirrorCaughtUp(ctx, last, cps)) {
-			runtime.GC()
-			return nil
-		}
+	for a.NATSServer() != nil && !a.NATSServer().MirrorCaughtUp(ctx, last, cps.CachedInfo().State.LastSeq) {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for the follower and the mirrors to catch up: %w", ctx.Err())
+			return fmt.Errorf("waiting for the auditors' mirrors: %w", ctx.Err())
 		}
 	}
-}
-
-func lastSeq(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return 0, err
-	}
-	return st.CachedInfo().State.LastSeq, nil
+	runtime.GC()
+	return nil
 }
 
 // inProcess drives the same full path without HTTP: decode and validate
