@@ -191,7 +191,10 @@ var errStale = errors.New("subject state is stale")
 // duplicate answers a re-sent event from the id index, rebuilding the
 // original receipt from the stored record.
 func (l *Ledger) duplicate(ctx context.Context, key, mac string, e *event.Event) (*Receipt, error, bool) {
-	ent, ok := l.view.Lookup(key)
+	ent, ok, err := l.view.Lookup(key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err), true
+	}
 	if !ok {
 		return nil, nil, false
 	}
@@ -371,7 +374,11 @@ func (l *Ledger) AppendInternal(ctx context.Context, p, typ, id string, data any
 // appendInternal is AppendInternal for callers that hold the subject lock.
 func (l *Ledger) appendInternal(ctx context.Context, p, typ, id string, data any) (*Receipt, error) {
 	key := state.IDKey(InternalSource, id)
-	if ent, ok := l.view.Lookup(key); ok {
+	ent, ok, err := l.view.Lookup(key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if ok {
 		return &Receipt{Seq: ent.Seq, Duplicate: true}, nil
 	}
 	for round := 0; round < maxDecideRounds; round++ {

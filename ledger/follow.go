@@ -61,7 +61,16 @@ func (l *Ledger) follow(ctx context.Context) {
 			l.fail(fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, seq, err))
 			return
 		}
-		if err := l.view.Apply(seq, PseudonymOf(msg.Subject()), r); err != nil {
+		p := PseudonymOf(msg.Subject())
+		// The subject's copy is written before the view marks seq applied,
+		// so a reader that waited for seq finds it there.
+		if p != "" {
+			if err := l.subjects.Add(p, seq, msg.Data()); err != nil {
+				l.fail(fmt.Errorf("%w: sequence %d: %v", ErrUnavailable, seq, err))
+				return
+			}
+		}
+		if err := l.view.Apply(seq, p, r); err != nil {
 			l.fail(fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, seq, err))
 			return
 		}

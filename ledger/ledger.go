@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"custos.dev/ledger/checkpoint"
+	"custos.dev/ledger/index"
 	"custos.dev/ledger/keys"
 	"custos.dev/ledger/pii"
 	"custos.dev/ledger/policy"
@@ -72,6 +74,10 @@ type Options struct {
 	// KeyCacheTTL bounds how long subject keys are used without Vault
 	// confirming them, i.e. how long appends survive a Vault outage.
 	KeyCacheTTL time.Duration
+	// IndexDir is a local directory for the per-event indexes (package
+	// index), rebuilt from the stream at every Open; empty: a temporary
+	// directory, removed by Close.
+	IndexDir string
 	// Integrate runs the checkpoint signer in this process.
 	Integrate bool
 	Clock     func() time.Time
@@ -81,19 +87,22 @@ type Options struct {
 
 // Ledger is an open ledger.
 type Ledger struct {
-	opts    Options
-	js      jetstream.JetStream
-	stream  jetstream.Stream
-	cps     jetstream.Stream
-	keyring *pii.Keyring
-	sealed  *pii.Store
-	pseud   *pii.Pseudonymizer
-	signer  *checkpoint.Signer
-	view    *state.View
-	tree    *tree.Tree
-	log     *slog.Logger
-	now     func() time.Time
-	metrics *Metrics
+	opts      Options
+	js        jetstream.JetStream
+	stream    jetstream.Stream
+	cps       jetstream.Stream
+	keyring   *pii.Keyring
+	sealed    *pii.Store
+	pseud     *pii.Pseudonymizer
+	signer    *checkpoint.Signer
+	view      *state.View
+	tree      *tree.Tree
+	index     *index.DB
+	subjects  *index.SubjectRecords
+	tempIndex string // the index's directory when Open made it
+	log       *slog.Logger
+	now       func() time.Time
+	metrics   *Metrics
 
 	subjectLocks subjectLocks
 
@@ -150,13 +159,31 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Ledger{opts: o, js: js, log: o.Logger, now: o.Clock, metrics: o.Metrics, tree: tree.New(), failed: make(chan struct{}),
+	l := &Ledger{opts: o, js: js, log: o.Logger, now: o.Clock, metrics: o.Metrics, failed: make(chan struct{}),
 		commits: make(chan commitReq, maxBatch), subjectLocks: subjectLocks{m: map[string]*subjectLock{}}, committerDone: make(chan struct{}), stopCommitter: make(chan struct{}),
 		commitTimeout: 30 * time.Second}
 	l.batching.Store(true)
 	if l.stream, l.cps, err = EnsureStreams(ctx, js, o.Stream); err != nil {
 		return nil, err
 	}
+	dir := o.IndexDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "custos-index-"); err != nil {
+			return nil, err
+		}
+		l.tempIndex = dir
+	}
+	if l.index, err = index.Open(dir, o.Logger); err != nil {
+		l.removeTempIndex()
+		return nil, err
+	}
+	l.tree, l.subjects = tree.NewOn(l.index.TreeHashes()), l.index.SubjectRecords()
+	opened := false
+	defer func() {
+		if !opened {
+			l.closeIndex()
+		}
+	}()
 	keysKV, err := l.Bucket(ctx, pii.KeysBucket)
 	if err != nil {
 		return nil, err
@@ -184,9 +211,9 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	if l.signer, err = checkpoint.NewSigner(ctx, o.Keys, checkpoint.DefaultKeyName, o.Origin); err != nil {
 		return nil, err
 	}
-	l.view = state.NewView(func(region string) bool {
+	l.view = state.NewViewOn(func(region string) bool {
 		return l.opts.Policy.Active().IsStorageRegion(region)
-	})
+	}, state.Stores{IDs: l.index.IDs(), Register: l.index.Register()})
 
 	info, err := l.stream.Info(ctx, jetstream.WithDeletedDetails(true))
 	if err != nil {
@@ -229,6 +256,7 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	}
 	l.done.Add(1)
 	go l.reconcileErasures(runCtx)
+	opened = true
 	return l, nil
 }
 
@@ -307,7 +335,19 @@ func (l *Ledger) Close(ctx context.Context) error {
 	l.done.Wait()
 	close(l.stopCommitter)
 	<-l.committerDone
-	return nil
+	return l.closeIndex()
+}
+
+func (l *Ledger) closeIndex() error {
+	err := l.index.Close()
+	l.removeTempIndex()
+	return err
+}
+
+func (l *Ledger) removeTempIndex() {
+	if l.tempIndex != "" {
+		os.RemoveAll(l.tempIndex)
+	}
 }
 
 // enter registers an append in flight; it fails once Close has begun.

@@ -29,20 +29,24 @@ func (l *Ledger) SubjectAt(ctx context.Context, p string, at time.Time) (*state.
 	return s, nil
 }
 
-// subjectRecords reads a subject's records by sequence from the view's
-// subject index, each with one direct get, so the cost follows the
-// subject's records and not the size of the ledger.
+// subjectRecords reads a subject's records in sequence order from the
+// index's copy, so the cost follows the subject's records and not the size
+// of the ledger.
 func (l *Ledger) subjectRecords(ctx context.Context, p string, fn func(seq uint64, r *record.Record) error) error {
-	for _, seq := range l.view.SubjectSeqs(p) {
-		_, body, err := l.GetRecord(ctx, seq)
+	// Records this process appended reach the copy with the follower.
+	if err := l.waitApplied(ctx, l.view.LastSeq(p)); err != nil {
+		return err
+	}
+	recs, err := l.subjects.Records(p)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	for _, rec := range recs {
+		r, err := record.Unmarshal(rec.Body)
 		if err != nil {
-			return fmt.Errorf("%w: read sequence %d: %v", ErrUnavailable, seq, err)
+			return fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, rec.Seq, err)
 		}
-		r, err := record.Unmarshal(body)
-		if err != nil {
-			return fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, seq, err)
-		}
-		if err := fn(seq, r); err != nil {
+		if err := fn(rec.Seq, r); err != nil {
 			return err
 		}
 	}

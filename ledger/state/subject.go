@@ -85,11 +85,7 @@ type Subject struct {
 	Requests         []*Request          `json:"requests"`
 	Sealed           []SealedRef         `json:"sealed"`
 	Events           int                 `json:"events"`
-	// seqs are the sequences of the subject's records, in order: the
-	// ledger's own subject index (8 bytes a record), because the stream
-	// store can only find a subject's records by scanning its blocks.
-	seqs    []uint64
-	Denials int `json:"denials"`
+	Denials          int                 `json:"denials"`
 }
 
 // NewSubject returns the empty state of a subject.
@@ -171,7 +167,6 @@ func (s *Subject) ApplyDecoded(seq uint64, r *record.Record, dec *Decoded) {
 	}
 	s.LastSeq = seq
 	s.Events++
-	s.seqs = append(s.seqs, seq)
 	t := dec.time
 	if r.PII != "" {
 		s.Sealed = append(s.Sealed, SealedRef{Seq: seq, Ref: r.PII, Type: r.Type, Categories: dec.sealedCategories})

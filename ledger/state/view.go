@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -68,20 +69,52 @@ type View struct {
 	// notices is replaced, never changed in place, so that readers take
 	// no lock: every decision reads it.
 	notices  atomic.Pointer[[]policy.NoticeVersion]
-	ids      idIndex
-	register []RegisterEntry
+	ids      IDStore
+	register RegisterStore
 	domestic func(region string) bool
 	// policyRev is the revision named by the last custos.policy.activated.
 	policyRev string
 }
 
-// NewView returns an empty view. domestic tells which regions are inside
-// the ledger's home jurisdiction, for the transfer register.
-func NewView(domestic func(region string) bool) *View {
-	v := &View{subjects: map[string]*Subject{}, domestic: domestic}
-	for i := range v.ids {
-		v.ids[i].m = map[[16]byte]IDEntry{}
+// IDStore is the source+id index: for each key, where the first record
+// stored under it is. Add keeps an entry a key already has, so a re-send
+// is answered with the original record. Implementations are safe for
+// concurrent use; an error means the index cannot say, never "absent".
+type IDStore interface {
+	Get(key [16]byte) (IDEntry, bool, error)
+	Add(key [16]byte, e IDEntry) error
+}
+
+// RegisterStore holds the transfer register. The view adds entries in
+// sequence order, one at a time; Entries may run concurrently with Add
+// and sees every entry added before it started.
+type RegisterStore interface {
+	Add(e *RegisterEntry) error
+	// Entries returns the entries keep accepts, in sequence order.
+	Entries(keep func(*RegisterEntry) bool) ([]RegisterEntry, error)
+}
+
+// Stores moves out of memory what a view would otherwise keep for every
+// event. A nil field keeps that part in memory; a store must start empty.
+type Stores struct {
+	IDs      IDStore
+	Register RegisterStore
+}
+
+// NewView returns an empty view that keeps everything in memory. domestic
+// tells which regions are inside the ledger's home jurisdiction, for the
+// transfer register.
+func NewView(domestic func(region string) bool) *View { return NewViewOn(domestic, Stores{}) }
+
+// NewViewOn is NewView with parts of the view in stores.
+func NewViewOn(domestic func(region string) bool, stores Stores) *View {
+	if stores.IDs == nil {
+		stores.IDs = newMemoryIDs()
 	}
+	if stores.Register == nil {
+		stores.Register = &memoryRegister{}
+	}
+	v := &View{subjects: map[string]*Subject{}, domestic: domestic, ids: stores.IDs, register: stores.Register}
 	v.notices.Store(&[]policy.NoticeVersion{})
 	v.changed = sync.NewCond(v.mu.RLocker())
 	return v
@@ -132,7 +165,9 @@ func (v *View) apply(seq uint64, pseudonym string, r *record.Record, local bool)
 		v.changed.Broadcast()
 	}()
 	if indexed {
-		v.ids.add(key, ent)
+		if err := v.ids.Add(key, ent); err != nil {
+			return fmt.Errorf("id index: %w", err)
+		}
 	}
 	inOrder := !local && seq > v.applied
 	if d, ok := dec.data.(*event.NoticePublished); ok && inOrder {
@@ -149,7 +184,9 @@ func (v *View) apply(seq uint64, pseudonym string, r *record.Record, local bool)
 			v.subjects[pseudonym] = s
 		}
 		if inOrder && reg != nil {
-			v.register = append(v.register, *reg)
+			if err := v.register.Add(reg); err != nil {
+				return fmt.Errorf("transfer register: %w", err)
+			}
 		}
 		s.ApplyDecoded(seq, r, dec)
 	}
@@ -244,38 +281,46 @@ func (v *View) WaitApplied(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-// Lookup finds what was recorded for a source+id key.
-func (v *View) Lookup(key string) (IDEntry, bool) {
-	return v.ids.get(idBytes(key))
+// Lookup finds what was recorded for a source+id key. An error means the
+// index could not be read.
+func (v *View) Lookup(key string) (IDEntry, bool, error) {
+	return v.ids.Get(idBytes(key))
 }
 
-// idIndex maps source+id keys to what was recorded, in shards with locks of
+// memoryIDs maps source+id keys to what was recorded, in shards with locks of
 // their own: every append looks up its id twice and adds it once, and must
 // not wait for the view's lock to do so.
-type idIndex [64]struct {
+type memoryIDs [64]struct {
 	mu sync.RWMutex
 	m  map[[16]byte]IDEntry
 }
 
-func (x *idIndex) shard(k [16]byte) int { return int(k[0]) % len(x) }
+func newMemoryIDs() *memoryIDs {
+	x := &memoryIDs{}
+	for i := range x {
+		x[i].m = map[[16]byte]IDEntry{}
+	}
+	return x
+}
 
-// add records e for k unless k has an entry already: the first record of an
-// id is the one a re-send is answered with.
-func (x *idIndex) add(k [16]byte, e IDEntry) {
+func (x *memoryIDs) shard(k [16]byte) int { return int(k[0]) % len(x) }
+
+func (x *memoryIDs) Add(k [16]byte, e IDEntry) error {
 	sh := &x[x.shard(k)]
 	sh.mu.Lock()
 	if _, seen := sh.m[k]; !seen {
 		sh.m[k] = e
 	}
 	sh.mu.Unlock()
+	return nil
 }
 
-func (x *idIndex) get(k [16]byte) (IDEntry, bool) {
+func (x *memoryIDs) Get(k [16]byte) (IDEntry, bool, error) {
 	sh := &x[x.shard(k)]
 	sh.mu.RLock()
 	e, ok := sh.m[k]
 	sh.mu.RUnlock()
-	return e, ok
+	return e, ok, nil
 }
 
 // PolicySubject is a subject's state for a decision at now.
@@ -309,17 +354,35 @@ func (v *View) Notices() policy.Notices {
 	return n
 }
 
-// Register returns the transfer register entries matching keep.
-func (v *View) Register(keep func(*RegisterEntry) bool) []RegisterEntry {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
+// Register returns the transfer register entries matching keep, in
+// sequence order.
+func (v *View) Register(keep func(*RegisterEntry) bool) ([]RegisterEntry, error) {
+	return v.register.Entries(keep)
+}
+
+// memoryRegister is the in-memory RegisterStore.
+type memoryRegister struct {
+	mu      sync.RWMutex
+	entries []RegisterEntry
+}
+
+func (m *memoryRegister) Add(e *RegisterEntry) error {
+	m.mu.Lock()
+	m.entries = append(m.entries, *e)
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *memoryRegister) Entries(keep func(*RegisterEntry) bool) ([]RegisterEntry, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	out := []RegisterEntry{}
-	for i := range v.register {
-		if keep(&v.register[i]) {
-			out = append(out, v.register[i])
+	for i := range m.entries {
+		if keep(&m.entries[i]) {
+			out = append(out, m.entries[i])
 		}
 	}
-	return out
+	return out, nil
 }
 
 // EachSubject calls fn for a copy-free read of every subject under the read
@@ -346,14 +409,13 @@ func (v *View) PolicyRevision() string {
 	return v.policyRev
 }
 
-// SubjectSeqs returns the sequences of a subject's records known to the
-// view, in order.
-func (v *View) SubjectSeqs(pseudonym string) []uint64 {
+// LastSeq is the sequence of the subject's last record known to the view,
+// 0 for none.
+func (v *View) LastSeq(pseudonym string) uint64 {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	s := v.subjects[pseudonym]
-	if s == nil {
-		return nil
+	if s := v.subjects[pseudonym]; s != nil {
+		return s.LastSeq
 	}
-	return append([]uint64(nil), s.seqs...)
+	return 0
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"custos.dev/ledger/event"
+	"custos.dev/ledger/index"
 	"custos.dev/ledger/policy"
 	"custos.dev/ledger/record"
 	"custos.dev/ledger/state"
@@ -18,8 +19,19 @@ func domestic(region string) bool { return region == "CN" }
 
 func allEntries(*state.RegisterEntry) bool { return true }
 
-func TestViewApplyLocalThenApply(t *testing.T) {
-	v := state.NewView(domestic)
+// register reads the whole register or fails the test.
+func register(t *testing.T, v *state.View, keep func(*state.RegisterEntry) bool) []state.RegisterEntry {
+	t.Helper()
+	entries, err := v.Register(keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries
+}
+
+func TestViewApplyLocalThenApply(t *testing.T) { forEachStore(t, testViewApplyLocalThenApply) }
+
+func testViewApplyLocalThenApply(t *testing.T, v *state.View) {
 	reg := rec(t, event.TypeSubjectRegistered, day(0), event.SubjectRegistered{Residence: "CN", Age: intp(30)})
 	reg.ContentMAC = "mac-1"
 	transfer := rec(t, event.TypeDataTransferred, day(1), event.DataTransferred{TransferID: "t1", Recipient: "acme-us", FromRegion: "CN", ToRegion: "US", Categories: []string{"contact"}, Purpose: "marketing", Mechanism: "scc"})
@@ -35,16 +47,16 @@ func TestViewApplyLocalThenApply(t *testing.T) {
 	if s == nil || s.Events != 2 || !s.Registered || len(s.Transfers) != 1 {
 		t.Fatalf("after ApplyLocal: %+v", s)
 	}
-	if e, ok := v.Lookup(state.IDKey(reg.Source, reg.ID)); !ok || e.Seq != 1 || e.MAC != state.MACDigest("mac-1") {
+	if e, ok, err := v.Lookup(state.IDKey(reg.Source, reg.ID)); err != nil || !ok || e.Seq != 1 || e.MAC != state.MACDigest("mac-1") {
 		t.Fatalf("Lookup after ApplyLocal = %+v, %v", e, ok)
 	}
-	if e, ok := v.Lookup(state.IDKey(transfer.Source, transfer.ID)); !ok || e.Seq == 0 {
+	if e, ok, err := v.Lookup(state.IDKey(transfer.Source, transfer.ID)); err != nil || !ok || e.Seq == 0 {
 		t.Fatalf("Lookup of the transfer = %+v", e)
 	}
 	// ...but the register and the applied mark belong to the follower,
 	// which sees every record in order.
-	if v.Applied() != 0 || len(v.Register(allEntries)) != 0 {
-		t.Fatalf("ApplyLocal advanced applied to %d or wrote the register %v", v.Applied(), v.Register(allEntries))
+	if v.Applied() != 0 || len(register(t, v, allEntries)) != 0 {
+		t.Fatalf("ApplyLocal advanced applied to %d or wrote the register %v", v.Applied(), register(t, v, allEntries))
 	}
 
 	for seq, r := range []*record.Record{reg, transfer} {
@@ -56,7 +68,7 @@ func TestViewApplyLocalThenApply(t *testing.T) {
 	if s.Events != 2 || len(s.Transfers) != 1 || s.LastSeq != 2 || v.Applied() != 2 {
 		t.Fatalf("the follower's Apply counted records twice: events %d transfers %d applied %d", s.Events, len(s.Transfers), v.Applied())
 	}
-	reg1 := v.Register(allEntries)
+	reg1 := register(t, v, allEntries)
 	want := state.RegisterEntry{Seq: 2, Time: day(1), Subject: "p", Kind: event.TypeDataTransferred, TransferID: "t1", Recipient: "acme-us",
 		From: "CN", To: "US", Mechanism: "scc", Categories: []string{"contact"}, Purpose: "marketing", Allowed: true, Reasons: []string{}, PolicyRevision: "sha256:r1"}
 	if len(reg1) != 1 || !equalEntry(reg1[0], want) {
@@ -72,8 +84,8 @@ func TestViewApplyLocalThenApply(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if s := v.Subject("p"); s.Events != 2 || len(v.Register(allEntries)) != 1 || v.Applied() != 2 {
-		t.Fatalf("replay changed the view: events %d register %d", s.Events, len(v.Register(allEntries)))
+	if s := v.Subject("p"); s.Events != 2 || len(register(t, v, allEntries)) != 1 || v.Applied() != 2 {
+		t.Fatalf("replay changed the view: events %d register %d", s.Events, len(register(t, v, allEntries)))
 	}
 	if v.Subjects() != 1 {
 		t.Fatalf("subjects %d", v.Subjects())
@@ -86,8 +98,23 @@ func equalEntry(a, b state.RegisterEntry) bool {
 	return string(aj) == string(bj)
 }
 
-func TestViewRegister(t *testing.T) {
-	v := state.NewView(domestic)
+// forEachStore runs a test on a view in memory and on one whose id index
+// and register are in the ledger's index database.
+func forEachStore(t *testing.T, test func(t *testing.T, v *state.View)) {
+	t.Run("memory", func(t *testing.T) { test(t, state.NewView(domestic)) })
+	t.Run("index", func(t *testing.T) {
+		db, err := index.Open(t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		test(t, state.NewViewOn(domestic, state.Stores{IDs: db.IDs(), Register: db.Register()}))
+	})
+}
+
+func TestViewRegister(t *testing.T) { forEachStore(t, testViewRegister) }
+
+func testViewRegister(t *testing.T, v *state.View) {
 	deny := policy.Decision{Allow: false, Reasons: []policy.Reason{{Code: "DESTINATION_NOT_ALLOWED", Message: "m"}, {Code: "NO_TRANSFER_MECHANISM", Message: "m"}}, Obligations: []any{}, PolicyRevision: "sha256:r2"}
 	denied := func(typ string, attempted any) *record.Record {
 		a, err := json.Marshal(attempted)
@@ -111,7 +138,7 @@ func TestViewRegister(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := v.Register(allEntries)
+	got := register(t, v, allEntries)
 	want := []state.RegisterEntry{
 		{Seq: 2, Time: day(1), Subject: "p", Kind: event.TypeDataShared, Recipient: "acme-sg", To: "SG", Categories: []string{"contact"}, Purpose: "marketing", Allowed: true, Reasons: []string{}},
 		{Seq: 4, Time: day(2), Subject: "p", Kind: event.TypeDataCollected, To: "US", Categories: []string{"identity"}, Purpose: "service", Allowed: true, Reasons: []string{}},
@@ -126,7 +153,7 @@ func TestViewRegister(t *testing.T) {
 			t.Fatalf("entry %d\n got %+v\nwant %+v", i, got[i], want[i])
 		}
 	}
-	if blocked := v.Register(func(e *state.RegisterEntry) bool { return !e.Allowed }); len(blocked) != 1 || blocked[0].Seq != 5 {
+	if blocked := register(t, v, func(e *state.RegisterEntry) bool { return !e.Allowed }); len(blocked) != 1 || blocked[0].Seq != 5 {
 		t.Fatalf("blocked entries %+v", blocked)
 	}
 	// Denials are counted but not indexed by source+id: a denied event may
@@ -134,7 +161,7 @@ func TestViewRegister(t *testing.T) {
 	if s := v.Subject("p"); s.Denials != 3 {
 		t.Fatalf("denials %d", s.Denials)
 	}
-	if _, ok := v.Lookup(state.IDKey(records[4].Source, records[4].ID)); ok {
+	if _, ok, err := v.Lookup(state.IDKey(records[4].Source, records[4].ID)); err != nil || ok {
 		t.Fatal("a denial was indexed")
 	}
 }

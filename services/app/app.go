@@ -145,6 +145,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		Stream:             ledger.StreamOptions{Replicas: cfg.Replicas, Placement: placement},
 		CheckpointInterval: cfg.CheckpointInterval, KeyCacheTTL: cfg.KeyCacheTTL,
 		Integrate: true, Clock: cfg.Clock, Logger: cfg.Logger, Metrics: ledger.NewMetrics(a.Registry),
+		IndexDir: filepath.Join(cfg.DataDir, "index"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)

@@ -49,9 +49,9 @@ ceiling as a ratio.`,
 					return withCode(ExitUsage, err)
 				}
 				return e.print(points, func(w io.Writer) {
-					fmt.Fprintf(w, "%10s %10s %10s %10s %10s %12s %10s %10s\n", "events", "ingest/s", "verify s", "verify/s", "verify MiB", "server MiB", "state ms", "export ms")
+					fmt.Fprintf(w, "%10s %10s %10s %10s %10s %12s %10s %10s %10s %10s %10s\n", "events", "ingest/s", "verify s", "verify/s", "verify MiB", "server MiB", "NATS MiB", "Custos MiB", "state ms", "export ms", "restart s")
 					for _, p := range points {
-						fmt.Fprintf(w, "%10d %10.0f %10.2f %10.0f %10.1f %12.1f %10.2f %10.2f\n", p.Events, p.IngestPerSec, p.VerifySeconds, p.VerifyPerSec, p.VerifyHeapMiB, p.ServerHeapMiB, p.StateMillis, p.ExportMillis)
+						fmt.Fprintf(w, "%10d %10.0f %10.2f %10.0f %10.1f %12.1f %10.1f %10.1f %10.2f %10.2f %10.2f\n", p.Events, p.IngestPerSec, p.VerifySeconds, p.VerifyPerSec, p.VerifyHeapMiB, p.ServerHeapMiB, p.NATSHeapMiB, p.CustosHeapMiB, p.StateMillis, p.ExportMillis, p.RestartSeconds)
 					}
 				})
 			}

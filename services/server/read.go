@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"sort"
@@ -418,9 +419,12 @@ func (s *Server) handleTransfers(w http.ResponseWriter, r *http.Request) error {
 	if dest != "" && !event.ValidRegion(dest) {
 		return &Error{Code: CodeInvalidRequest, Field: "destination", Message: "must be an ISO 3166-1 alpha-2 region"}
 	}
-	entries := s.l.View().Register(func(e *state.RegisterEntry) bool {
+	entries, err := s.l.View().Register(func(e *state.RegisterEntry) bool {
 		return (from.IsZero() || !e.Time.Before(from)) && (to.IsZero() || e.Time.Before(to)) && (dest == "" || e.To == dest)
 	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ledger.ErrUnavailable, err)
+	}
 	if wants(r, "csv") {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		cw := csv.NewWriter(w)
