@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -85,14 +87,20 @@ func Open(dir string, log *slog.Logger) (*DB, error) {
 		lock.Close()
 		return nil, err
 	}
-	db, err := pebble.Open(dir, &pebble.Options{
+	opts := &pebble.Options{
 		Lock:               lock,
 		DisableWAL:         true,
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       16 << 20,
 		CacheSize:          32 << 20,
 		Logger:             logger{log},
-	})
+		Merger:             keepFirst,
+	}
+	// Every append looks up an id that is almost always absent; bloom
+	// filters answer that without reading each level's blocks (the
+	// setting is inherited by every level below L0).
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("index %s: %w", dir, err)
@@ -243,6 +251,13 @@ func (r *SubjectRecords) Records(pseudonym string) ([]Record, error) {
 type hashes struct {
 	db *DB
 	n  int64 // hashes appended; the tree serializes appends
+	// edge is the last hash stored at each level of the tree: the only
+	// ones an append reads (the roots of the complete subtrees to the
+	// left of the new leaf), so appending never waits on a lookup.
+	edge [64]struct {
+		idx int64
+		h   tlog.Hash
+	}
 }
 
 func hashKey(i int64) []byte {
@@ -256,6 +271,10 @@ func (h *hashes) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(idx))
 	err := h.db.use(func(db *pebble.DB) error {
 		for i, x := range idx {
+			if level, _ := tlog.SplitStoredHashIndex(x); x < h.n && h.edge[level].idx == x {
+				out[i] = h.edge[level].h
+				continue
+			}
 			v, closer, err := db.Get(hashKey(x))
 			if errors.Is(err, pebble.ErrNotFound) {
 				return fmt.Errorf("%w: hash index %d", tree.ErrRange, x)
@@ -292,16 +311,16 @@ func (h *hashes) AppendHashes(add []tlog.Hash) error {
 	if err != nil {
 		return fmt.Errorf("store tree hashes: %w", err)
 	}
+	for i := range add {
+		x := h.n + int64(i)
+		level, _ := tlog.SplitStoredHashIndex(x)
+		h.edge[level].idx, h.edge[level].h = x, add[i]
+	}
 	h.n += int64(len(add))
 	return nil
 }
 
-type ids struct {
-	db *DB
-	// Add reads before it writes; a lock per shard of keys keeps two Adds
-	// of one key from both finding it absent.
-	locks [64]sync.Mutex
-}
+type ids struct{ db *DB }
 
 func idKey(k [16]byte) []byte {
 	var b [17]byte
@@ -333,22 +352,40 @@ func (x *ids) Get(k [16]byte) (e state.IDEntry, found bool, err error) {
 	return e, found, nil
 }
 
+// Add writes blindly, as a merge operand that keepFirst resolves: reading
+// first to see whether the key is taken cost a lookup in every level for
+// every event (a quarter of a replay's CPU).
 func (x *ids) Add(k [16]byte, e state.IDEntry) error {
-	mu := &x.locks[int(k[0])%len(x.locks)]
-	mu.Lock()
-	defer mu.Unlock()
-	if _, seen, err := x.Get(k); err != nil || seen {
-		return err
-	}
 	var v [24]byte
 	binary.BigEndian.PutUint64(v[:], e.Seq)
 	copy(v[8:], e.MAC[:])
-	err := x.db.use(func(db *pebble.DB) error { return db.Set(idKey(k), v[:], pebble.NoSync) })
+	err := x.db.use(func(db *pebble.DB) error { return db.Merge(idKey(k), v[:], pebble.NoSync) })
 	if err != nil {
 		return fmt.Errorf("write id index: %w", err)
 	}
 	return nil
 }
+
+// keepFirst is the database's merge operator: of all the values merged
+// into a key, the oldest wins, which is how the id index answers a re-send
+// with the original record. Only the id index merges.
+var keepFirst = &pebble.Merger{
+	Name: "custos.keep_first",
+	Merge: func(_, value []byte) (pebble.ValueMerger, error) {
+		return &firstValue{v: slices.Clone(value)}, nil
+	},
+}
+
+type firstValue struct{ v []byte }
+
+func (f *firstValue) MergeNewer([]byte) error { return nil }
+
+func (f *firstValue) MergeOlder(value []byte) error {
+	f.v = append(f.v[:0], value...)
+	return nil
+}
+
+func (f *firstValue) Finish(bool) ([]byte, io.Closer, error) { return f.v, nil, nil }
 
 // logger sends pebble's messages to slog: its routine ones at debug level,
 // so a serving process does not narrate flushes and compactions.

@@ -89,6 +89,34 @@ func TestIDsKeepTheFirstEntry(t *testing.T) {
 	}
 }
 
+// Adds are blind merges: the first must win however the database has
+// stored them, in its memtable or in tables flushed between them.
+func TestIDsKeepTheFirstEntryAcrossFlushes(t *testing.T) {
+	db := open(t, t.TempDir())
+	ids := db.IDs()
+	k := [16]byte{7}
+	for seq := uint64(1); seq <= 4; seq++ {
+		if err := ids.Add(k, state.IDEntry{Seq: seq}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if e, found, err := ids.Get(k); err != nil || !found || e.Seq != 1 {
+			t.Fatalf("after %d adds: %+v, %v, %v; want seq 1", seq, e, found, err)
+		}
+	}
+	if err := ids.Add(k, state.IDEntry{Seq: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	if e, found, err := ids.Get(k); err != nil || !found || e.Seq != 1 {
+		t.Fatalf("after a compaction: %+v, %v, %v; want seq 1", e, found, err)
+	}
+}
+
 // The index is a cache of the stream: whatever a previous process left in
 // the directory is gone after Open, since the follower refills it.
 func TestOpenStartsEmpty(t *testing.T) {

@@ -13,10 +13,10 @@ import (
 // accepts again and that re-marshals to the identical bytes (Marshal∘Unmarshal
 // is the identity on what Marshal writes).
 //
-// Unmarshal does not insist on Marshal's spelling: encoding/json matches
-// keys case-insensitively, keeps the last of duplicate keys, and takes white
-// space, any key order, escaped characters and explicit empty optional
-// fields, and recorded_at is not checked. Nothing re-derives a body from a
+// Unmarshal does not insist on Marshal's spelling: it takes white space, any
+// key order, escaped characters and explicit empty optional fields, and
+// recorded_at is not checked (it does refuse duplicate keys, keys in
+// another case and invalid UTF-8, as encoding/json/v2 does). Nothing re-derives a body from a
 // parsed record (integrity rests on the stored bytes), so the test asks for
 // identical bytes only of what Marshal wrote. Seeds: testdata/fuzz/FuzzRecordUnmarshal.
 func FuzzRecordUnmarshal(f *testing.F) {

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	jsonv2 "github.com/go-json-experiment/json"
 	"time"
 
 	"custos.dev/ledger/policy"
@@ -115,13 +116,11 @@ func Marshal(r *Record) ([]byte, error) {
 // and nothing rebuilds a body from a parsed record.
 func Unmarshal(body []byte) (*Record, error) {
 	var r Record
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	// encoding/json/v2's decoder (the go-json-experiment module): about
+	// three times faster than encoding/json's on a typical body, and the
+	// follower decodes every record on every start.
+	if err := jsonv2.Unmarshal(body, &r, jsonv2.RejectUnknownMembers(true)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data", ErrMalformed)
 	}
 	if r.V != Version {
 		return nil, fmt.Errorf("%w: unknown version %d", ErrMalformed, r.V)

@@ -139,3 +139,23 @@ func TestDecodeData(t *testing.T) {
 		t.Fatalf("err = %v, want ErrMalformed", err)
 	}
 }
+
+// BenchmarkUnmarshal is the follower's cost per record on replay and on
+// every append.
+func BenchmarkUnmarshal(b *testing.B) {
+	for _, r := range records(b) {
+		body, err := record.Marshal(r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(r.Type, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := record.Unmarshal(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
