@@ -164,7 +164,9 @@ func (v *View) apply(seq uint64, pseudonym string, r *record.Record, local bool)
 		v.mu.Unlock()
 		v.changed.Broadcast()
 	}()
-	if indexed {
+	// A record this process appended was indexed by ApplyLocal; the
+	// follower's Apply of it need not write the index again.
+	if s := v.subjects[pseudonym]; indexed && (s == nil || s.LastSeq < seq) {
 		if err := v.ids.Add(key, ent); err != nil {
 			return fmt.Errorf("id index: %w", err)
 		}
