@@ -50,7 +50,7 @@ type Result struct {
 
 	RawAsyncPublish float64 `json:"raw_async_publish_msgs_per_s"`
 	RawSyncPublish  float64 `json:"raw_sync_publish_msgs_per_s"`
-	RawBatchPublish float64 `json:"raw_atomic_batch_publish_msgs_per_s"`
+	RawBatchPublish float64 `json:"raw_atomic_batch_publish_msgs_per_s"` // batches of groupCommitSize
 	// RawBatchBySize is the same for batches of 16, 64 and 256.
 	RawBatchBySize   map[int]float64 `json:"raw_atomic_batch_publish_msgs_per_s_by_batch_size"`
 	BatchVsSync      float64         `json:"ratio_group_commit_to_per_message_sync"`
@@ -103,6 +103,10 @@ type Machine struct {
 }
 
 const benchSource = "https://bench.example/load"
+
+// groupCommitSize is the atomic batch size the group-commit figure and its
+// target are given for: the committer's largest group (ledger maxBatch).
+const groupCommitSize = 256
 
 // Run performs every measurement in sequence on a fresh data directory.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
@@ -190,7 +194,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		IngestHalfOfRaw: max(res.IngestVsAsync, res.InProcVsAsync) >= 0.5,
 		VerifyHalfOfRaw: res.VerifyVsRawRead >= 0.5,
 		DecisionP99:     res.DecisionP99us <= 100,
-		GroupCommit4x:   res.RawBatchBySize[256]/res.RawSyncPublish >= 4,
+		GroupCommit4x:   res.BatchVsSync >= 4,
 	}
 	res.DurationSeconds = time.Since(started).Seconds()
 	return res, nil
@@ -490,7 +494,8 @@ func raw(ctx context.Context, dir string, cfg Config, res *Result) error {
 
 	// The group-commit path Custos's committer uses: atomic batches, one
 	// fsync each, every message acknowledged only once durable. Batches of
-	// 64 are the headline figure; 16 and 256 show how it scales.
+	// 256, the committer's largest, are the headline figure and the one
+	// the target is judged on; 16 and 64 show how it scales.
 	res.RawBatchBySize = map[int]float64{}
 	for _, size := range []int{16, 64, 256} {
 		t0 = time.Now()
@@ -507,7 +512,7 @@ func raw(ctx context.Context, dir string, cfg Config, res *Result) error {
 		}
 		res.RawBatchBySize[size] = float64(n) / time.Since(t0).Seconds()
 	}
-	res.RawBatchPublish = res.RawBatchBySize[64]
+	res.RawBatchPublish = res.RawBatchBySize[groupCommitSize]
 	res.BatchVsSync = res.RawBatchPublish / res.RawSyncPublish
 
 	// Ordered-consumer read of the whole stream.

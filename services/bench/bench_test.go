@@ -39,6 +39,7 @@ func BenchmarkRatios(b *testing.B) {
 		b.ReportMetric(res.InProcVsAsync, "inproc/raw-async")
 		b.ReportMetric(res.InProcVsSync, "inproc/raw-sync")
 		b.ReportMetric(res.VerifyVsRawRead, "verify/raw-read")
+		b.ReportMetric(res.BatchVsSync, "groupcommit/raw-sync")
 		b.ReportMetric(res.DecisionP99us, "decision-p99-µs")
 		b.ReportMetric(res.VaultPer100k, "vault-calls/100k")
 	}

@@ -69,7 +69,7 @@ ceiling as a ratio.`,
 				row("in-process ingest vs raw async publish", res.InProcess, res.RawAsyncPublish)
 				row("in-process ingest vs raw per-message sync", res.InProcess, res.RawSyncPublish)
 				row("verify events/s vs raw ordered read", res.Verify, res.RawRead)
-				row("group commit msgs/s vs per-message sync", res.RawBatchPublish, res.RawSyncPublish)
+				row("group commit (256/batch) vs per-message sync", res.RawBatchPublish, res.RawSyncPublish)
 				fmt.Fprintf(w, "group commit by batch size: 16: %.0f/s, 64: %.0f/s, 256: %.0f/s\n", res.RawBatchBySize[16], res.RawBatchBySize[64], res.RawBatchBySize[256])
 				fmt.Fprintf(w, "\ningest latency p50 %.2f ms, p99 %.2f ms (HTTP), p50 %.2f ms, p99 %.2f ms (in-process); mean commit group %.1f events\n",
 					res.IngestP50ms, res.IngestP99ms, res.InProcessP50ms, res.InProcessP99ms, res.MeanCommitBatch)
