@@ -164,14 +164,21 @@ func (v *View) apply(seq uint64, pseudonym string, r *record.Record, local bool)
 		v.mu.Unlock()
 		v.changed.Broadcast()
 	}()
-	// A record this process appended was indexed by ApplyLocal; the
-	// follower's Apply of it need not write the index again.
+	// The stores are written before anything in memory changes, so a
+	// failed write leaves the view as it was. A record this process
+	// appended was indexed by ApplyLocal; the follower's Apply of it need
+	// not write the index again.
+	inOrder := !local && seq > v.applied
 	if s := v.subjects[pseudonym]; indexed && (s == nil || s.LastSeq < seq) {
 		if err := v.ids.Add(key, ent); err != nil {
 			return fmt.Errorf("id index: %w", err)
 		}
 	}
-	inOrder := !local && seq > v.applied
+	if inOrder && reg != nil {
+		if err := v.register.Add(reg); err != nil {
+			return fmt.Errorf("transfer register: %w", err)
+		}
+	}
 	if d, ok := dec.data.(*event.NoticePublished); ok && inOrder {
 		notices := append(slices.Clone(*v.notices.Load()), policy.NoticeVersion{Version: d.Version, Effective: d.Effective})
 		v.notices.Store(&notices)
@@ -184,11 +191,6 @@ func (v *View) apply(seq uint64, pseudonym string, r *record.Record, local bool)
 		if s == nil {
 			s = NewSubject(pseudonym)
 			v.subjects[pseudonym] = s
-		}
-		if inOrder && reg != nil {
-			if err := v.register.Add(reg); err != nil {
-				return fmt.Errorf("transfer register: %w", err)
-			}
 		}
 		s.ApplyDecoded(seq, r, dec)
 	}

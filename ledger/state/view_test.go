@@ -261,3 +261,25 @@ func TestViewWaitApplied(t *testing.T) {
 		t.Fatalf("WaitApplied past its deadline = %v", err)
 	}
 }
+
+// failingRegister is a register whose disk has failed.
+type failingRegister struct{}
+
+func (failingRegister) Add(*state.RegisterEntry) error { return errors.New("disk failed") }
+
+func (failingRegister) Entries(func(*state.RegisterEntry) bool) ([]state.RegisterEntry, error) {
+	return nil, errors.New("disk failed")
+}
+
+// A store that cannot be written fails the apply before the view changes,
+// so the follower stops on a view that is still what it had applied.
+func TestViewStoreFailureChangesNothing(t *testing.T) {
+	v := state.NewViewOn(domestic, state.Stores{Register: failingRegister{}})
+	transfer := rec(t, event.TypeDataTransferred, day(1), event.DataTransferred{TransferID: "t1", Recipient: "acme-us", FromRegion: "CN", ToRegion: "US", Categories: []string{"contact"}, Purpose: "marketing", Mechanism: "scc"})
+	if err := v.Apply(1, "p", transfer); err == nil {
+		t.Fatal("Apply succeeded with a failed register")
+	}
+	if v.Subject("p") != nil || v.Applied() != 0 {
+		t.Fatalf("the view changed: subject %+v, applied %d", v.Subject("p"), v.Applied())
+	}
+}
