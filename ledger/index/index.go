@@ -48,24 +48,32 @@ const (
 // ErrClosed is returned by the indexes of a closed DB.
 var ErrClosed = errors.New("index closed")
 
-// DB is an open index database.
+// DB is an open index database: two Pebble databases under one lock, the
+// source+id index alone in one, so that the lookup every append makes
+// searches a memtable of small keys rather than one full of records
+// (measured: half the time for a miss).
 type DB struct {
 	// mu makes Close wait for reads and writes in progress: pebble panics
 	// on a closed database, and a late reader must get an error instead.
 	mu     sync.RWMutex
 	closed bool
-	db     *pebble.DB
+	dbs    [2]*pebble.DB // mainDB, idsDB
 	lock   *pebble.Lock
 }
 
-// use runs f on the open database, or fails with ErrClosed.
-func (d *DB) use(f func(db *pebble.DB) error) error {
+const (
+	mainDB = iota // tree hashes, transfer register, subjects' records
+	idsDB         // source+id index
+)
+
+// use runs f on one of the open databases, or fails with ErrClosed.
+func (d *DB) use(which int, f func(db *pebble.DB) error) error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
 		return ErrClosed
 	}
-	return f(d.db)
+	return f(d.dbs[which])
 }
 
 // Open locks dir (creating it), empties it and opens an index database in
@@ -87,25 +95,42 @@ func Open(dir string, log *slog.Logger) (*DB, error) {
 		lock.Close()
 		return nil, err
 	}
-	opts := &pebble.Options{
-		Lock:               lock,
-		DisableWAL:         true,
-		FormatMajorVersion: pebble.FormatNewest,
-		MemTableSize:       16 << 20,
-		CacheSize:          32 << 20,
-		Logger:             logger{log},
-		Merger:             keepFirst,
+	d := &DB{lock: lock}
+	cache := pebble.NewCache(32 << 20)
+	defer cache.Unref()
+	for which, c := range []struct {
+		name     string
+		memtable uint64
+	}{mainDB: {"main", 16 << 20}, idsDB: {"ids", 4 << 20}} {
+		opts := &pebble.Options{
+			DisableWAL:         true,
+			FormatMajorVersion: pebble.FormatNewest,
+			MemTableSize:       c.memtable,
+			Cache:              cache,
+			Logger:             logger{log},
+			Merger:             keepFirst,
+		}
+		// Every append looks up an id that is almost always absent; bloom
+		// filters answer that without reading each level's blocks (the
+		// setting is inherited by every level below L0).
+		opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+		if d.dbs[which], err = pebble.Open(filepath.Join(dir, c.name), opts); err != nil {
+			d.closeAll()
+			return nil, fmt.Errorf("index %s: %w", dir, err)
+		}
 	}
-	// Every append looks up an id that is almost always absent; bloom
-	// filters answer that without reading each level's blocks (the
-	// setting is inherited by every level below L0).
-	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
-	db, err := pebble.Open(dir, opts)
-	if err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("index %s: %w", dir, err)
+	return d, nil
+}
+
+// closeAll closes the databases that are open and releases the lock.
+func (d *DB) closeAll() error {
+	var errs []error
+	for _, db := range d.dbs {
+		if db != nil {
+			errs = append(errs, db.Close())
+		}
 	}
-	return &DB{db: db, lock: lock}, nil
+	return errors.Join(append(errs, d.lock.Close())...)
 }
 
 // empty removes everything in dir but pebble's lock file.
@@ -133,8 +158,7 @@ func (d *DB) Close() error {
 		return nil
 	}
 	d.closed = true
-	err := d.db.Close()
-	return errors.Join(err, d.lock.Close())
+	return d.closeAll()
 }
 
 // TreeHashes is the tree's hash store. A DB has one: the tree that uses it
@@ -155,7 +179,7 @@ func (r *register) Add(e *state.RegisterEntry) error {
 		return err
 	}
 	key := binary.BigEndian.AppendUint64([]byte{prefixRegister}, e.Seq)
-	err = r.db.use(func(db *pebble.DB) error { return db.Set(key, v, pebble.NoSync) })
+	err = r.db.use(mainDB, func(db *pebble.DB) error { return db.Set(key, v, pebble.NoSync) })
 	if err != nil {
 		return fmt.Errorf("write register entry: %w", err)
 	}
@@ -164,7 +188,7 @@ func (r *register) Add(e *state.RegisterEntry) error {
 
 func (r *register) Entries(keep func(*state.RegisterEntry) bool) ([]state.RegisterEntry, error) {
 	out := []state.RegisterEntry{}
-	err := r.db.use(func(db *pebble.DB) error {
+	err := r.db.use(mainDB, func(db *pebble.DB) error {
 		return scan(db, []byte{prefixRegister}, func(_, v []byte) error {
 			var e state.RegisterEntry
 			if err := json.Unmarshal(v, &e); err != nil {
@@ -216,7 +240,7 @@ func subjectPrefix(pseudonym string) []byte {
 // not contain a NUL byte.
 func (r *SubjectRecords) Add(pseudonym string, seq uint64, body []byte) error {
 	key := binary.BigEndian.AppendUint64(subjectPrefix(pseudonym), seq)
-	err := r.db.use(func(db *pebble.DB) error { return db.Set(key, body, pebble.NoSync) })
+	err := r.db.use(mainDB, func(db *pebble.DB) error { return db.Set(key, body, pebble.NoSync) })
 	if err != nil {
 		return fmt.Errorf("write subject record: %w", err)
 	}
@@ -233,7 +257,7 @@ type Record struct {
 func (r *SubjectRecords) Records(pseudonym string) ([]Record, error) {
 	prefix := subjectPrefix(pseudonym)
 	var out []Record
-	err := r.db.use(func(db *pebble.DB) error {
+	err := r.db.use(mainDB, func(db *pebble.DB) error {
 		return scan(db, prefix, func(k, v []byte) error {
 			if len(k) != len(prefix)+8 {
 				return fmt.Errorf("malformed subject record key of %d bytes", len(k))
@@ -269,7 +293,7 @@ func hashKey(i int64) []byte {
 
 func (h *hashes) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(idx))
-	err := h.db.use(func(db *pebble.DB) error {
+	err := h.db.use(mainDB, func(db *pebble.DB) error {
 		for i, x := range idx {
 			if level, _ := tlog.SplitStoredHashIndex(x); x < h.n && h.edge[level].idx == x {
 				out[i] = h.edge[level].h
@@ -298,7 +322,7 @@ func (h *hashes) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 }
 
 func (h *hashes) AppendHashes(add []tlog.Hash) error {
-	err := h.db.use(func(db *pebble.DB) error {
+	err := h.db.use(mainDB, func(db *pebble.DB) error {
 		b := db.NewBatch()
 		defer b.Close()
 		for i := range add {
@@ -330,7 +354,7 @@ func idKey(k [16]byte) []byte {
 }
 
 func (x *ids) Get(k [16]byte) (e state.IDEntry, found bool, err error) {
-	err = x.db.use(func(db *pebble.DB) error {
+	err = x.db.use(idsDB, func(db *pebble.DB) error {
 		v, closer, err := db.Get(idKey(k))
 		if errors.Is(err, pebble.ErrNotFound) {
 			return nil
@@ -359,7 +383,7 @@ func (x *ids) Add(k [16]byte, e state.IDEntry) error {
 	var v [24]byte
 	binary.BigEndian.PutUint64(v[:], e.Seq)
 	copy(v[8:], e.MAC[:])
-	err := x.db.use(func(db *pebble.DB) error { return db.Merge(idKey(k), v[:], pebble.NoSync) })
+	err := x.db.use(idsDB, func(db *pebble.DB) error { return db.Merge(idKey(k), v[:], pebble.NoSync) })
 	if err != nil {
 		return fmt.Errorf("write id index: %w", err)
 	}
