@@ -1,6 +1,6 @@
 // Package index keeps what the ledger needs for every event, the Merkle
 // tree's stored hashes, the source+id index, the transfer register and a
-// copy of each data subject's records, in a Pebble database on local disk,
+// copy of each data subject's records, in Pebble databases on local disk,
 // so that a Custos
 // process's memory grows with the number of data subjects and not with the
 // number of events, and one subject's history is read from a few adjacent
