@@ -1,16 +1,15 @@
 // Package index keeps what the ledger needs for every event, the Merkle
 // tree's stored hashes, the source+id index, the transfer register and a
 // copy of each data subject's records, in Pebble databases on local disk,
-// so that a Custos
-// process's memory grows with the number of data subjects and not with the
-// number of events, and one subject's history is read from a few adjacent
-// blocks however large the ledger is.
+// so that a Custos process's memory grows with the number of data subjects
+// and not with the number of events, and one subject's history is read
+// from a few adjacent blocks however large the ledger is.
 //
-// The database is a cache of the stream, never a source of truth: Open
-// empties it and the ledger's follower refills it while it replays LEDGER.
-// A crash, a lost directory or a stream restored from a backup therefore
-// leave nothing stale behind, and the database needs neither a write-ahead
-// log nor a single fsync.
+// The databases are a cache of the stream, never a source of truth: Open
+// empties them and the ledger's follower refills them while it replays
+// LEDGER. A crash, a lost directory or a stream restored from a backup
+// therefore leave nothing stale behind, and they need neither a
+// write-ahead log nor a single fsync.
 package index
 
 import (
