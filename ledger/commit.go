@@ -37,8 +37,9 @@ import (
 // server stores them.
 
 const (
-	// maxBatch bounds a group; the server's own limit is larger.
-	maxBatch = 256
+	// MaxCommitGroup bounds a group, and so the appends that share one
+	// fsync; the server's own limit is larger.
+	MaxCommitGroup = 256
 	// atomicMin is the smallest group sent as an atomic batch. Measured on
 	// 2 vCPUs (docs/performance.md), a batch of 16 is no faster than 16
 	// pipelined publishes, and the staging costs CPU that the appends need.
@@ -95,7 +96,7 @@ func (l *Ledger) committer(stop <-chan struct{}) {
 		// until one frees.
 		for {
 		gather:
-			for len(batch) < maxBatch {
+			for len(batch) < MaxCommitGroup {
 				select {
 				case req := <-l.commits:
 					batch = append(batch, req)
@@ -106,7 +107,7 @@ func (l *Ledger) committer(stop <-chan struct{}) {
 			if inFlight < maxInFlight {
 				break
 			}
-			if len(batch) >= maxBatch {
+			if len(batch) >= MaxCommitGroup {
 				<-done
 				inFlight--
 				continue
@@ -180,8 +181,10 @@ func (l *Ledger) publishEach(batch []commitReq) {
 		}
 		futures[i] = f
 	}
-	timeout := time.NewTimer(l.commitTimeout)
-	defer timeout.Stop()
+	// One deadline for the group; its channel stays closed once it has
+	// passed, so every later wait ends at once too.
+	wait, cancel := context.WithTimeout(context.Background(), l.commitTimeout)
+	defer cancel()
 	for i, r := range batch {
 		if futures[i] == nil {
 			continue
@@ -191,11 +194,9 @@ func (l *Ledger) publishEach(batch []commitReq) {
 			r.done <- commitRes{ack: ack}
 		case err := <-futures[i].Err():
 			r.done <- commitRes{err: err}
-		case <-timeout.C:
-			// Closed so that every later wait ends at once too; the
-			// message may still be stored, and a re-send of the event is
+		case <-wait.Done():
+			// The message may still be stored; a re-send of the event is
 			// answered from the id index with the original receipt.
-			timeout.Reset(0)
 			r.done <- commitRes{err: fmt.Errorf("no ack within %s: %w", l.commitTimeout, context.DeadlineExceeded)}
 		}
 	}

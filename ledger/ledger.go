@@ -160,7 +160,7 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 		return nil, err
 	}
 	l := &Ledger{opts: o, js: js, log: o.Logger, now: o.Clock, metrics: o.Metrics, failed: make(chan struct{}),
-		commits: make(chan commitReq, maxBatch), subjectLocks: subjectLocks{m: map[string]*subjectLock{}}, committerDone: make(chan struct{}), stopCommitter: make(chan struct{}),
+		commits: make(chan commitReq, MaxCommitGroup), subjectLocks: subjectLocks{m: map[string]*subjectLock{}}, committerDone: make(chan struct{}), stopCommitter: make(chan struct{}),
 		commitTimeout: 30 * time.Second}
 	l.batching.Store(true)
 	if l.stream, l.cps, err = EnsureStreams(ctx, js, o.Stream); err != nil {

@@ -1,9 +1,8 @@
 package ledger
 
 import (
-	"fmt"
-
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"custos.dev/ledger"
 	"custos.dev/services/bench"
 )
 
@@ -69,8 +70,9 @@ ceiling as a ratio.`,
 				row("in-process ingest vs raw async publish", res.InProcess, res.RawAsyncPublish)
 				row("in-process ingest vs raw per-message sync", res.InProcess, res.RawSyncPublish)
 				row("verify events/s vs raw ordered read", res.Verify, res.RawRead)
-				row("group commit (256/batch) vs per-message sync", res.RawBatchPublish, res.RawSyncPublish)
-				fmt.Fprintf(w, "group commit by batch size: 16: %.0f/s, 64: %.0f/s, 256: %.0f/s\n", res.RawBatchBySize[16], res.RawBatchBySize[64], res.RawBatchBySize[256])
+				row(fmt.Sprintf("group commit (%d/batch) vs per-message sync", ledger.MaxCommitGroup), res.RawBatchPublish, res.RawSyncPublish)
+				fmt.Fprintf(w, "group commit by batch size: 16: %.0f/s, 64: %.0f/s, %d: %.0f/s\n", res.RawBatchBySize[16], res.RawBatchBySize[64],
+					ledger.MaxCommitGroup, res.RawBatchBySize[ledger.MaxCommitGroup])
 				fmt.Fprintf(w, "\ningest latency p50 %.2f ms, p99 %.2f ms (HTTP), p50 %.2f ms, p99 %.2f ms (in-process); mean commit group %.1f events\n",
 					res.IngestP50ms, res.IngestP99ms, res.InProcessP50ms, res.InProcessP99ms, res.MeanCommitBatch)
 				fmt.Fprintf(w, "decision p50 %.1f µs, p99 %.1f µs, %.0f decisions/s\n", res.DecisionP50us, res.DecisionP99us, res.DecisionsPerSec)
