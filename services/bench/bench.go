@@ -17,6 +17,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"testing/fstest"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -82,6 +83,7 @@ type Result struct {
 	GoVersion        string          `json:"go"`
 	IngestErrors     int64           `json:"ingest_errors"`
 	RawStallsBackoff int64           `json:"raw_publish_stall_backoffs"`
+	Limits           Limits          `json:"limits"`
 }
 
 // Targets are issue 9's goals as ratios.
@@ -93,6 +95,29 @@ type Targets struct {
 	// batch (256) against one fsync per message. Custos's end-to-end
 	// ingest on 2 cores is CPU-bound below that (docs/performance.md).
 	GroupCommit4x bool `json:"group_commit_256_ge_4x_per_message_sync"`
+}
+
+// Limits are what the run measured about why the ratios are what they are:
+// the CPU each side spends per event, and what a decision costs when the
+// policy has nothing to decide. CPU figures are process CPU time (user and
+// system) over a phase; they are zero where it cannot be read.
+type Limits struct {
+	// InProcessCPUus and RawAsyncCPUus are CPU time per event of the
+	// in-process ingest phase and per message of raw async publish; their
+	// ratio bounds the ingest ratio on a machine whose cores are busy.
+	InProcessCPUus float64 `json:"inprocess_cpu_us_per_event"`
+	RawAsyncCPUus  float64 `json:"raw_async_publish_cpu_us_per_msg"`
+	// InProcessCores and RawAsyncCores are the cores each phase kept busy
+	// (CPU time over wall time).
+	InProcessCores float64 `json:"inprocess_cores_busy"`
+	RawAsyncCores  float64 `json:"raw_async_publish_cores_busy"`
+	// DecisionCPUus is CPU time per decision, garbage collection included.
+	DecisionCPUus float64 `json:"decision_cpu_us"`
+	// DecisionFloor* time the same input through the same evaluation path
+	// with a one-rule policy: OPA's fixed cost per evaluation plus this
+	// machine's scheduling jitter, below which no policy decides.
+	DecisionFloorP50us float64 `json:"decision_floor_p50_us"`
+	DecisionFloorP99us float64 `json:"decision_floor_p99_us"`
 }
 
 // Machine describes where the run happened.
@@ -162,7 +187,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.BodySize = len(body)
 
 	cfg.Progress("decisions")
-	decisions(ctx, a.Engine.Active(), cfg.Decisions, res)
+	if err := decisions(ctx, a.Engine.Active(), cfg.Decisions, res); err != nil {
+		return nil, err
+	}
 
 	cfg.Progress("verify")
 	js, _ := jetstream.New(a.Conn())
@@ -296,6 +323,7 @@ func settle(ctx context.Context, a *app.App) error {
 func inProcess(ctx context.Context, a *app.App, cfg Config, res *Result) error {
 	subjects := res.Subjects
 	now := time.Now().UTC().Format(time.RFC3339)
+	cpu := startCPU()
 	t0 := time.Now()
 	lat, failed, _ := workers(cfg.Clients, 0, cfg.Events, func(i int) error {
 		body := fmt.Sprintf(`{"specversion":"1.0","id":"ip-%d","source":%q,"type":"privacy.data.used","subject":"bench-user-%d","time":%q,"datacontenttype":"application/json","data":{"categories":["usage.device"],"purpose":"security"}}`,
@@ -311,6 +339,7 @@ func inProcess(ctx context.Context, a *app.App, cfg Config, res *Result) error {
 		return fmt.Errorf("%d in-process appends failed", failed)
 	}
 	res.InProcess = float64(cfg.Events) / time.Since(t0).Seconds()
+	res.Limits.InProcessCPUus, res.Limits.InProcessCores = cpu.per(cfg.Events)
 	res.InProcessP50ms, res.InProcessP99ms = pct(lat, 50).Seconds()*1000, pct(lat, 99).Seconds()*1000
 	return nil
 }
@@ -373,23 +402,71 @@ func pct(d []time.Duration, p int) time.Duration {
 }
 
 // decisions evaluates a cross-border transfer for a subject holding five
-// consents, the policy's most expensive common case.
-func decisions(ctx context.Context, set *policy.Set, n int, res *Result) {
+// consents, the policy's most expensive common case; then the same input
+// with a one-rule policy, the floor any policy's decisions start from.
+func decisions(ctx context.Context, set *policy.Set, n int, res *Result) error {
 	in := DecisionInput()
-	lat := make([]time.Duration, n)
-	for i := 0; i < 500; i++ {
+	cpu := startCPU()
+	t0 := time.Now()
+	lat := timeDecisions(ctx, set, in, n)
+	el := time.Since(t0)
+	res.Limits.DecisionCPUus, _ = cpu.per(n)
+	res.DecisionsPerSec = float64(n) / el.Seconds()
+	res.DecisionP50us, res.DecisionP99us = micros(pct(lat, 50)), micros(pct(lat, 99))
+
+	floor, err := policy.Load(ctx, fstest.MapFS{"floor.rego": {Data: []byte(floorPolicy)}})
+	if err != nil {
+		return fmt.Errorf("loading the one-rule policy: %w", err)
+	}
+	lat = timeDecisions(ctx, floor, in, n)
+	res.Limits.DecisionFloorP50us, res.Limits.DecisionFloorP99us = micros(pct(lat, 50)), micros(pct(lat, 99))
+	return nil
+}
+
+// floorPolicy allows everything with one rule.
+const floorPolicy = `package custos.decision
+
+decision := {"allow": true, "reasons": [], "obligations": []}
+`
+
+// timeDecisions decides in n times after a warm-up and returns each
+// decision's latency.
+func timeDecisions(ctx context.Context, set *policy.Set, in *policy.Input, n int) []time.Duration {
+	for range 500 {
 		set.Decide(ctx, in)
 	}
-	t0 := time.Now()
-	for i := 0; i < n; i++ {
+	lat := make([]time.Duration, n)
+	for i := range lat {
 		s := time.Now()
 		set.Decide(ctx, in)
 		lat[i] = time.Since(s)
 	}
-	el := time.Since(t0)
-	res.DecisionsPerSec = float64(n) / el.Seconds()
-	res.DecisionP50us = float64(pct(lat, 50).Nanoseconds()) / 1000
-	res.DecisionP99us = float64(pct(lat, 99).Nanoseconds()) / 1000
+	return lat
+}
+
+func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+
+// cpuMeter measures a phase's process CPU time against its wall time.
+type cpuMeter struct {
+	cpu  time.Duration
+	wall time.Time
+	ok   bool
+}
+
+func startCPU() cpuMeter {
+	c, ok := processCPU()
+	return cpuMeter{cpu: c, wall: time.Now(), ok: ok}
+}
+
+// per returns the phase's CPU µs per unit of work and the cores it kept
+// busy, both zero where CPU time cannot be read.
+func (m cpuMeter) per(units int) (usPerUnit, cores float64) {
+	c, ok := processCPU()
+	if !ok || !m.ok || units <= 0 {
+		return 0, 0
+	}
+	used := c - m.cpu
+	return micros(used) / float64(units), used.Seconds() / time.Since(m.wall).Seconds()
 }
 
 // DecisionInput is the benchmark's decision: a transfer CN→SG by an adult
@@ -446,6 +523,7 @@ func raw(ctx context.Context, dir string, cfg Config, res *Result) error {
 	// Async publish, every message acked. With SyncAlways the acks come in
 	// bursts; a stall is back-pressure, so wait for acks and go on.
 	n := cfg.Events
+	cpu := startCPU()
 	t0 := time.Now()
 	var futures []jetstream.PubAckFuture
 	for i := 0; i < n; i++ {
@@ -476,6 +554,7 @@ func raw(ctx context.Context, dir string, cfg Config, res *Result) error {
 		}
 	}
 	res.RawAsyncPublish = float64(n) / time.Since(t0).Seconds()
+	res.Limits.RawAsyncCPUus, res.Limits.RawAsyncCores = cpu.per(n)
 
 	// The per-message durable ceiling: one synchronous publish at a time,
 	// each waiting for its fsync'd ack.

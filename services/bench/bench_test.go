@@ -21,6 +21,17 @@ func TestRunSmall(t *testing.T) {
 			t.Errorf("%s not measured", name)
 		}
 	}
+	if res.Limits.DecisionFloorP50us <= 0 || res.Limits.DecisionFloorP50us >= res.DecisionP50us {
+		t.Errorf("a one-rule policy took %.1f µs at p50, the built-in set %.1f µs", res.Limits.DecisionFloorP50us, res.DecisionP50us)
+	}
+	if _, ok := processCPU(); ok {
+		for name, v := range map[string]float64{"in-process CPU": res.Limits.InProcessCPUus, "raw CPU": res.Limits.RawAsyncCPUus,
+			"decision CPU": res.Limits.DecisionCPUus, "in-process cores": res.Limits.InProcessCores} {
+			if v <= 0 {
+				t.Errorf("%s not measured", name)
+			}
+		}
+	}
 	// Vault calls are bounded by subjects and checkpoints, not events.
 	if max := uint64(3*res.Subjects + 10*res.Checkpoints + 10); res.VaultCalls > max {
 		t.Errorf("%d Vault calls for %d subjects and %d checkpoints", res.VaultCalls, res.Subjects, res.Checkpoints)

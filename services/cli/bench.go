@@ -76,6 +76,11 @@ ceiling as a ratio.`,
 				fmt.Fprintf(w, "\ningest latency p50 %.2f ms, p99 %.2f ms (HTTP), p50 %.2f ms, p99 %.2f ms (in-process); mean commit group %.1f events\n",
 					res.IngestP50ms, res.IngestP99ms, res.InProcessP50ms, res.InProcessP99ms, res.MeanCommitBatch)
 				fmt.Fprintf(w, "decision p50 %.1f µs, p99 %.1f µs, %.0f decisions/s\n", res.DecisionP50us, res.DecisionP99us, res.DecisionsPerSec)
+				l := res.Limits
+				fmt.Fprintf(w, "limits: CPU per event %.0f µs in-process (%.2f cores busy) vs %.0f µs per raw async message (%.2f cores busy)\n",
+					l.InProcessCPUus, l.InProcessCores, l.RawAsyncCPUus, l.RawAsyncCores)
+				fmt.Fprintf(w, "        decision CPU %.0f µs; a one-rule policy on the same input: p50 %.1f µs, p99 %.1f µs\n",
+					l.DecisionCPUus, l.DecisionFloorP50us, l.DecisionFloorP99us)
 				fmt.Fprintf(w, "Vault calls: %d for %d events and %d subjects (%.0f per 100k events)\n", res.VaultCalls, res.Events, res.Subjects, res.VaultPer100k)
 				fmt.Fprintf(w, "targets: %+v\n", res.TargetsMet)
 			})
