@@ -82,7 +82,20 @@ ceiling as a ratio.`,
 				fmt.Fprintf(w, "        decision CPU %.0f µs; a one-rule policy on the same input: p50 %.1f µs, p99 %.1f µs\n",
 					l.DecisionCPUus, l.DecisionFloorP50us, l.DecisionFloorP99us)
 				fmt.Fprintf(w, "Vault calls: %d for %d events and %d subjects (%.0f per 100k events)\n", res.VaultCalls, res.Events, res.Subjects, res.VaultPer100k)
-				fmt.Fprintf(w, "targets: %+v\n", res.TargetsMet)
+				verdict := func(met bool) string {
+					if met {
+						return "met"
+					}
+					return "missed"
+				}
+				t := res.TargetsMet
+				fmt.Fprintf(w, "targets: ingest ≥ 0.5 of raw async %s (%.2f in-process, %.2f HTTP); verify ≥ 0.5 of raw read %s (%.2f);\n",
+					verdict(t.IngestHalfOfRaw), res.InProcVsAsync, res.IngestVsAsync, verdict(t.VerifyHalfOfRaw), res.VerifyVsRawRead)
+				fmt.Fprintf(w, "         decision p99 ≤ 100 µs %s (%.0f µs); group commit ≥ 4× per-message sync %s (%.1f×)\n",
+					verdict(t.DecisionP99), res.DecisionP99us, verdict(t.GroupCommit4x), res.BatchVsSync)
+				if !(t.IngestHalfOfRaw && t.VerifyHalfOfRaw && t.DecisionP99 && t.GroupCommit4x) {
+					fmt.Fprintln(w, "why a target is missed: the limits above, and docs/performance.md, \"What limits it\"")
+				}
 			})
 		},
 	}
