@@ -97,6 +97,11 @@ type Targets struct {
 	GroupCommit4x bool `json:"group_commit_256_ge_4x_per_message_sync"`
 }
 
+// All reports whether every target was met.
+func (t Targets) All() bool {
+	return t.IngestHalfOfRaw && t.VerifyHalfOfRaw && t.DecisionP99 && t.GroupCommit4x
+}
+
 // Limits are what the run measured about why the ratios are what they are:
 // the CPU each side spends per event, and what a decision costs when the
 // policy has nothing to decide. CPU figures are process CPU time (user and

@@ -93,7 +93,7 @@ ceiling as a ratio.`,
 					verdict(t.IngestHalfOfRaw), res.InProcVsAsync, res.IngestVsAsync, verdict(t.VerifyHalfOfRaw), res.VerifyVsRawRead)
 				fmt.Fprintf(w, "         decision p99 ≤ 100 µs %s (%.0f µs); group commit ≥ 4× per-message sync %s (%.1f×)\n",
 					verdict(t.DecisionP99), res.DecisionP99us, verdict(t.GroupCommit4x), res.BatchVsSync)
-				if !(t.IngestHalfOfRaw && t.VerifyHalfOfRaw && t.DecisionP99 && t.GroupCommit4x) {
+				if !t.All() {
 					fmt.Fprintln(w, "why a target is missed: the limits above, and docs/performance.md, \"What limits it\"")
 				}
 			})
