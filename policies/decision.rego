@@ -11,34 +11,168 @@ package custos.decision
 # The decision: query data.custos.decision.decision.
 # ---------------------------------------------------------------------------
 
-decision := {"allow": true, "reasons": [], "obligations": sort(obligation)} if {
+# Broken settings decide alone: what the other rules would say with them means
+# nothing.
+decision := {"allow": false, "reasons": reasons_of(config_deny), "obligations": []} if {
+	count(config_deny) > 0
+} else := d if {
 	type_known
 	count(deny) == 0
-} else := {"allow": false, "reasons": reasons, "obligations": []}
+	d := object.union({"allow": true, "reasons": [], "obligations": sort(obligation)}, decision_grounds)
+} else := {"allow": false, "reasons": reasons_of(deny), "obligations": []}
+
+# What made an allowed processing event lawful: its basis and, for a GDPR
+# Chapter V transfer, its transfer ground.
+decision_grounds := object.union(basis_ground, transfer_ground_part)
+
+basis_ground := {"basis": b} if {
+	b := event_basis
+} else := {}
+
+transfer_ground_part := {"transfer_ground": g} if {
+	g := transfer_ground
+} else := {}
 
 # An event is allowed only when its type is known and no deny rule fired.
 allow := decision.allow
 
 # One reason per code, sorted by code; the messages of a code are joined.
-reasons := [r |
-	some code in sort({d.code | some d in deny})
+reasons_of(denials) := [r |
+	some code in sort({d.code | some d in denials})
 	r := {
 		"code": code,
-		"message": concat("; ", sort({d.message | some d in deny; d.code == code})),
+		"message": concat("; ", sort({d.message | some d in denials; d.code == code})),
 	}
 ]
 
 reason(code, message) := {"code": code, "message": message}
 
 # ---------------------------------------------------------------------------
-# Settings: data.custos.config, with the strictest value when one is missing.
+# Settings: data.custos.config (docs/policies.md, "Settings").
 #
-# Every setting but the guardian age (18 when missing) is a list, whose
-# strictest value is the empty one. Rules read a setting where they use it, as
-# object.get(data.custos.config, name, []), rather than through a rule or a
-# function of its own: each rule or call a decision goes through costs it
-# microseconds (docs/policies.md, "Keeping decisions fast").
+# The rules fail closed on their own, whoever loads them: with the settings
+# missing, not an object, or with a setting missing or of the wrong type,
+# every event is denied with CONFIG_MISSING or CONFIG_INVALID. Rules read a
+# setting where they use it, as object.get(data.custos.config, name,
+# strictest), rather than through a rule or a function of its own: each rule
+# or call a decision goes through costs it microseconds (docs/policies.md,
+# "Keeping decisions fast").
 # ---------------------------------------------------------------------------
+
+config_deny contains reason("CONFIG_MISSING", "the policy settings data.custos.config are missing") if {
+	not config_present
+}
+
+config_present if data.custos.config
+
+config_deny contains reason("CONFIG_INVALID", problem) if {
+	config_present
+	some problem in config_problems
+}
+
+config_problems contains "data.custos.config is not an object" if {
+	not is_object(data.custos.config)
+}
+
+# The settings when they are an object; the checks below read them through it
+# so that settings of another type give only the problem above.
+config_object := data.custos.config if is_object(data.custos.config)
+
+string_list_settings := [
+	"storage_regions", "transfer_destinations", "transfer_mechanisms",
+	"allowed_purposes", "necessary_cookies",
+]
+
+config_problems contains sprintf("setting %s must be a list of strings", [name]) if {
+	some name in string_list_settings
+	not string_list(object.get(config_object, name, null))
+}
+
+string_list(v) if {
+	is_array(v)
+	every x in v {
+		is_string(x)
+	}
+}
+
+config_problems contains "setting guardian_age must be a number" if {
+	not is_number(object.get(config_object, "guardian_age", null))
+}
+
+config_problems contains "setting notices.reconsent_required must be a list of strings" if {
+	not string_list(object.get(config_object, ["notices", "reconsent_required"], null))
+}
+
+config_problems contains "setting require_assessment_ref must be true or false" if {
+	not is_boolean(object.get(config_object, "require_assessment_ref", null))
+}
+
+config_problems contains sprintf("setting gdpr.%s must be a list of strings", [name]) if {
+	some name in ["adequate_destinations", "transfer_mechanisms"]
+	not string_list(object.get(config_object, ["gdpr", name], null))
+}
+
+config_problems contains "setting rights.default_jurisdiction must be a string" if {
+	not is_string(object.get(config_object, ["rights", "default_jurisdiction"], null))
+}
+
+config_problems contains "setting rights.jurisdiction_by_residence must be an object of strings" if {
+	not string_object(object.get(config_object, ["rights", "jurisdiction_by_residence"], null))
+}
+
+string_object(v) if {
+	is_object(v)
+	every x in v {
+		is_string(x)
+	}
+}
+
+config_problems contains sprintf("setting rights.deadline_days.%s must be an object of numbers with a default", [j]) if {
+	some j, days in object.get(config_object, ["rights", "deadline_days"], {})
+	not number_object_with_default(days)
+}
+
+config_problems contains "setting rights.deadline_days must be an object" if {
+	not is_object(object.get(config_object, ["rights", "deadline_days"], null))
+}
+
+number_object_with_default(v) if {
+	is_object(v)
+	is_number(v["default"])
+	every x in v {
+		is_number(x)
+	}
+}
+
+# The lawful bases PIPL art. 13 and GDPR art. 6 give, as docs/policies.md
+# names them.
+lawful_bases := {
+	"consent", "contract", "legal_obligation", "vital_interests",
+	"public_interest", "publicly_disclosed", "legitimate_interests",
+}
+
+config_problems contains "setting lawful_bases.default must be a lawful basis" if {
+	not object.get(config_object, ["lawful_bases", "default"], null) in lawful_bases
+}
+
+config_problems contains "setting lawful_bases.purposes must be an object" if {
+	not is_object(object.get(config_object, ["lawful_bases", "purposes"], null))
+}
+
+config_problems contains sprintf("setting lawful_bases.purposes.%s must be an object whose default and categories name lawful bases", [p]) if {
+	some p, entry in object.get(config_object, ["lawful_bases", "purposes"], {})
+	not basis_entry(entry)
+}
+
+basis_entry(entry) if {
+	is_object(entry)
+	object.get(entry, "default", "consent") in lawful_bases
+	categories := object.get(entry, "categories", {})
+	is_object(categories)
+	every b in categories {
+		b in lawful_bases
+	}
+}
 
 # ---------------------------------------------------------------------------
 # The event and the subject.

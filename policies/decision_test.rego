@@ -108,33 +108,61 @@ test_rights_deadline_default_right if {
 
 # --- settings fall back to the strictest value -----------------------------------
 
-test_missing_settings_are_strict if {
-	inp := input_for("privacy.data.collected", collected({}), adult([consent({})]))
-	codes_with(inp, {}) == {"PURPOSE_NOT_ALLOWED", "DESTINATION_NOT_ALLOWED", "STORAGE_REGION_NOT_ALLOWED", "NO_SEPARATE_CONSENT"}
+# --- settings that are missing or malformed fail closed ------------------------
+
+# OPA's with cannot remove a document, so false stands in for missing settings
+# here; the Go tests load the set without data, as plain OPA does.
+test_missing_settings_deny_everything if {
+	every type in ["privacy.data.transferred", "privacy.data.collected", "privacy.consent.granted", "privacy.subject.registered"] {
+		d := data.custos.decision.decision with input as input_for(type, transferred({"to_region": "US"}), adult([sg_consent({"destinations": ["US"]})]))
+			with data.custos.config as false
+		d.allow == false
+		{r.code | some r in d.reasons} == {"CONFIG_MISSING"}
+	}
 }
 
-test_missing_settings_guardian_age if {
-	inp := input_for("privacy.consent.granted", {"consent_id": "c-2", "notice_version": "2.0"}, minor([]))
-	codes_with(inp, {}) == {"GUARDIAN_CONSENT_REQUIRED"}
+test_settings_not_an_object if {
+	inp := input_for("privacy.data.transferred", transferred({}), adult([sg_consent({})]))
+	codes_with(inp, ["CN"]) == {"CONFIG_INVALID"}
+	codes_with(inp, null) == {"CONFIG_INVALID"}
+	codes_with(inp, {}) == {"CONFIG_INVALID"}
+}
+
+test_setting_of_wrong_type if {
+	inp := input_for("privacy.data.collected", collected({}), adult([consent({})]))
+	every change in [
+		{"storage_regions": "CN"},
+		{"transfer_destinations": [1]},
+		{"guardian_age": "18"},
+		{"require_assessment_ref": "no"},
+		{"allowed_purposes": null},
+		{"notices": {"reconsent_required": "2.0"}},
+		{"gdpr": {"adequate_destinations": "JP"}},
+		{"rights": object.union(settings.rights, {"default_jurisdiction": 1})},
+		{"rights": object.union(settings.rights, {"jurisdiction_by_residence": {"DE": 1}})},
+		{"rights": object.union(settings.rights, {"deadline_days": {"PIPL": {"default": "15"}}})},
+		{"rights": object.union(settings.rights, {"deadline_days": []})},
+		{"lawful_bases": {"default": "because", "purposes": {}}},
+		{"lawful_bases": {"default": "consent", "purposes": []}},
+		{"lawful_bases": {"default": "consent", "purposes": {"security": {"default": "whim"}}}},
+		{"lawful_bases": {"default": "consent", "purposes": {"security": {"categories": {"usage.device": "whim"}}}}},
+	] {
+		d := decide_with(inp, object.union(settings, change))
+		d.allow == false
+		{r.code | some r in d.reasons} == {"CONFIG_INVALID"}
+	}
+}
+
+test_setting_problem_named if {
+	inp := input_for("privacy.data.collected", collected({}), adult([consent({})]))
+	d := decide_with(inp, object.remove(settings, ["guardian_age"]))
+	d.reasons == [{"code": "CONFIG_INVALID", "message": "setting guardian_age must be a number"}]
 }
 
 test_settings_from_config if {
 	config := object.union(settings, {"transfer_destinations": ["US"], "guardian_age": 16})
 	inp := input_for("privacy.data.transferred", transferred({"to_region": "US"}), minor([sg_consent({"destinations": ["US"]})]))
 	decide_with(inp, config).allow == true
-}
-
-test_missing_settings_transfer if {
-	c := sg_consent({"cookies": ["cookie.session"]})
-	inp := input_for("privacy.data.transferred", transferred({"categories": ["cookie.session"]}), adult([c]))
-	codes_with(inp, {}) == {"PURPOSE_NOT_ALLOWED", "DESTINATION_NOT_ALLOWED", "NO_TRANSFER_MECHANISM"}
-	allowed(inp)
-}
-
-test_missing_settings_exempt_purpose if {
-	inp := input_for("privacy.data.used", used({"purpose": "security", "categories": ["cookie.session"]}), adult([]))
-	codes_with(inp, {}) == {"PURPOSE_NOT_ALLOWED", "PURPOSE_NOT_CONSENTED", "COOKIE_CONSENT_REQUIRED"}
-	allowed(inp)
 }
 
 # --- lists missing from the input -----------------------------------------------

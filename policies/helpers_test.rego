@@ -21,7 +21,21 @@ settings := {
 		"security",
 		"legal_compliance",
 	],
-	"consent_exempt_purposes": ["security", "legal_compliance"],
+	"lawful_bases": {
+		"default": "consent",
+		"purposes": {
+			# Unlike the shipped table, contact data for the service rests on
+			# consent here, so the consent rules have a purpose to guard.
+			"service_provision": {"categories": {"identity.account": "contract", "usage.diagnostic": "contract"}},
+			"security": {"default": "contract"},
+			"legal_compliance": {"default": "legal_obligation"},
+		},
+	},
+	"require_assessment_ref": false,
+	"gdpr": {
+		"adequate_destinations": ["JP", "CH", "GB"],
+		"transfer_mechanisms": ["standard_contractual_clauses", "binding_corporate_rules"],
+	},
 	"necessary_cookies": ["cookie.session", "cookie.security"],
 	"notices": {"reconsent_required": []},
 	"rights": {

@@ -4,7 +4,7 @@ package custos.decision_test
 
 test_collected_with_consent_allowed if {
 	d := decide(input_for("privacy.data.collected", collected({}), adult([consent({})])))
-	d == {"allow": true, "reasons": [], "obligations": []}
+	d == {"allow": true, "reasons": [], "obligations": [], "basis": "consent"}
 }
 
 test_collected_without_consent_denied if {
@@ -153,7 +153,7 @@ test_shared_cookie_data_needs_cookie_consent if {
 test_transfer_allowed if {
 	inp := input_for("privacy.data.transferred", transferred({}), adult([sg_consent({})]))
 	d := decide(inp)
-	d == {"allow": true, "reasons": [], "obligations": [{"kind": "record_transfer_register", "destination": "SG"}]}
+	d == {"allow": true, "reasons": [], "obligations": [{"kind": "record_transfer_register", "destination": "SG"}], "basis": "consent"}
 }
 
 test_transfer_example_of_input_contract if {
@@ -163,9 +163,10 @@ test_transfer_example_of_input_contract if {
 }
 
 test_transfer_domestic_allowed if {
-	inp := input_for("privacy.data.transferred", object.remove(transferred({"to_region": "CN", "recipient": "acme-bj"}), ["mechanism"]), adult([]))
+	inp := input_for("privacy.data.transferred", object.remove(transferred({"to_region": "CN", "recipient": "acme-bj", "categories": ["identity.account"]}), ["mechanism"]), adult([]))
 	d := decide(inp)
-	d == {"allow": true, "reasons": [], "obligations": []}
+	d == {"allow": true, "reasons": [], "obligations": [], "basis": "contract"}
+	denied_only(object.union(inp, {"event": object.union(inp.event, {"data": object.union(inp.event.data, {"categories": ["identity.contact"]})})}), "PURPOSE_NOT_CONSENTED")
 }
 
 test_transfer_destination_not_allowed if {

@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/language"
 )
 
 // Size limits of SPEC §2 strings. Identifiers are short so they can serve
@@ -211,6 +213,14 @@ func checkRegion(s string, _ *vctx) string {
 
 func idCheck(s string, _ *vctx) string   { return checkID(s) }
 func textCheck(s string, _ *vctx) string { return checkText(s) }
+
+// languageCheck accepts a well-formed BCP 47 language tag.
+func languageCheck(s string, _ *vctx) string {
+	if _, err := language.Parse(s); err != nil {
+		return "must be a BCP 47 language tag such as zh-CN or en"
+	}
+	return ""
+}
 
 // term builds the check for one vocabulary.
 func term(valid func(string) bool, what string) func(string, *vctx) string {

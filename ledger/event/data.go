@@ -360,6 +360,30 @@ func (d *NoticePublished) bindings() []binding {
 		str("version", true, &d.Version, textCheck),
 		timestamp("effective", true, &d.Effective),
 		str("changes", false, &d.Changes, textCheck),
+		controller("controller", &d.Controller),
+		str("language", false, &d.Language, languageCheck),
+	}
+}
+
+func controller(name string, p **Controller) binding {
+	return binding{
+		name: name,
+		decode: func(n *node, path string) *FieldError {
+			if n.kind != jObject {
+				return fieldErr(path, "must be an object with name and contact")
+			}
+			*p = &Controller{}
+			return decodeMembers(n, path, (*p).bindings(), &vctx{}, unknownField)
+		},
+		present: func() bool { return *p != nil },
+		check:   func(path string, c *vctx) *FieldError { return checkMembers(path, (*p).bindings(), c) },
+	}
+}
+
+func (c *Controller) bindings() []binding {
+	return []binding{
+		str("name", true, &c.Name, textCheck),
+		str("contact", false, &c.Contact, textCheck),
 	}
 }
 
@@ -456,6 +480,7 @@ func (d *DataTransferred) bindings() []binding {
 		categories(&d.Categories, true),
 		purpose(&d.Purpose),
 		str("mechanism", false, &d.Mechanism, term(IsMechanism, "transfer mechanism")),
+		str("assessment_ref", false, &d.AssessmentRef, idCheck),
 	}
 }
 

@@ -65,6 +65,17 @@ type NoticePublished struct {
 	Version   string    `json:"version"`
 	Effective time.Time `json:"effective"`
 	Changes   string    `json:"changes,omitempty"`
+	// Controller is who the notice names as controller (personal
+	// information handler), and Language the notice's language as a BCP 47
+	// tag: consent records name both.
+	Controller *Controller `json:"controller,omitempty"`
+	Language   string      `json:"language,omitempty"`
+}
+
+// Controller is the organisation a privacy notice names as controller.
+type Controller struct {
+	Name    string `json:"name"`
+	Contact string `json:"contact,omitempty"`
 }
 
 // ConsentGranted is the data of privacy.consent.granted.
@@ -127,6 +138,9 @@ type DataTransferred struct {
 	Categories []string `json:"categories"`
 	Purpose    string   `json:"purpose"`
 	Mechanism  string   `json:"mechanism,omitempty"`
+	// AssessmentRef names the personal information protection impact
+	// assessment the transfer rests on (PIPL articles 55 and 56).
+	AssessmentRef string `json:"assessment_ref,omitempty"`
 }
 
 // RightsRequested is the data of privacy.rights.requested.

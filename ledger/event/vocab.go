@@ -51,9 +51,12 @@ func Bases() []string {
 	return sorted("consent", "service_provider", "legal_obligation", "anonymized")
 }
 
-// Mechanisms returns the lawful cross-border transfer mechanisms, sorted.
+// Mechanisms returns the lawful cross-border transfer mechanisms, sorted:
+// PIPL article 38's three, and the GDPR's appropriate safeguards (article 46)
+// a transfer can name.
 func Mechanisms() []string {
-	return sorted("security_assessment", "standard_contract", "certification")
+	return sorted("security_assessment", "standard_contract", "certification",
+		"standard_contractual_clauses", "binding_corporate_rules")
 }
 
 // Rights returns the data-subject rights (policy §5), sorted.

@@ -121,7 +121,7 @@ func TestVocabulary(t *testing.T) {
 		{"purposes", event.Purposes(), event.IsPurpose, 7},
 		{"recipient kinds", event.RecipientKinds(), event.IsRecipientKind, 4},
 		{"bases", event.Bases(), event.IsBasis, 4},
-		{"mechanisms", event.Mechanisms(), event.IsMechanism, 3},
+		{"mechanisms", event.Mechanisms(), event.IsMechanism, 5},
 		{"rights", event.Rights(), event.IsRight, 6},
 		{"outcomes", event.Outcomes(), event.IsOutcome, 2},
 		{"erasure reasons", event.ErasureReasons(), event.IsErasureReason, 3},

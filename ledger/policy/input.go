@@ -72,10 +72,16 @@ type NoticeVersion struct {
 
 // Decision is a policy's verdict on one event (SPEC §3).
 type Decision struct {
-	Allow          bool     `json:"allow"`
-	Reasons        []Reason `json:"reasons"`
-	Obligations    []any    `json:"obligations"`
-	PolicyRevision string   `json:"policy_revision"`
+	Allow       bool     `json:"allow"`
+	Reasons     []Reason `json:"reasons"`
+	Obligations []any    `json:"obligations"`
+	// Basis is the lawful basis an allowed processing event rests on
+	// (consent, contract, legal_obligation, ...), and TransferGround the
+	// GDPR Chapter V ground of a transfer (docs/policies.md, "Lawful bases").
+	// Both are empty when the policy gives none.
+	Basis          string `json:"basis,omitempty"`
+	TransferGround string `json:"transfer_ground,omitempty"`
+	PolicyRevision string `json:"policy_revision"`
 }
 
 // Reason is one stable reason code with a human message.

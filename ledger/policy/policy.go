@@ -120,7 +120,7 @@ func compile(files []file) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
 	}
-	if err := ensureConfig(data); err != nil {
+	if err := checkConfig(data); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
 	}
 	c := newCompiler()
@@ -133,18 +133,19 @@ func compile(files []file) (*compiled, error) {
 	return &compiled{modules: modules, data: data, compiler: c}, nil
 }
 
-// ensureConfig makes data.custos.config an object, empty when the set has no
-// settings. Rules read a setting as object.get(data.custos.config, name,
-// strictest), which is undefined rather than the strictest value when the
-// object itself is missing.
-func ensureConfig(data map[string]any) error {
+// checkConfig refuses a data.custos.config that is present but not an
+// object. A missing one is left missing: the rules themselves deny every
+// event without settings (docs/policies.md, "Settings"), so a set loaded here
+// decides as it would under plain OPA.
+func checkConfig(data map[string]any) error {
 	node, path := data, "data"
 	for _, key := range []string{"custos", "config"} {
 		path += "." + key
-		if _, present := node[key]; !present {
-			node[key] = map[string]any{}
+		v, present := node[key]
+		if !present {
+			return nil
 		}
-		obj, ok := node[key].(map[string]any)
+		obj, ok := v.(map[string]any)
 		if !ok {
 			return fmt.Errorf("%s is not an object", path)
 		}
@@ -313,6 +314,15 @@ func decisionFrom(v any) (Decision, error) {
 			return Decision{}, errors.New("obligations is not an array")
 		}
 		d.Obligations = list
+	}
+	for name, field := range map[string]*string{"basis": &d.Basis, "transfer_ground": &d.TransferGround} {
+		if raw, present := obj[name]; present {
+			s, ok := raw.(string)
+			if !ok || s == "" {
+				return Decision{}, fmt.Errorf("%s is not a non-empty string", name)
+			}
+			*field = s
+		}
 	}
 	if allow && len(d.Reasons) > 0 {
 		return Decision{}, errors.New("an allowing decision has reasons")

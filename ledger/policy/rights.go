@@ -103,3 +103,14 @@ func (s *Set) RightsDeadline(right, residence string) time.Duration {
 	}
 	return 0
 }
+
+// Jurisdiction is the law that governs a subject residing in residence:
+// data.custos.config.rights.jurisdiction_by_residence, else its
+// default_jurisdiction (docs/policies.md, "Which law governs a subject's
+// transfers").
+func (s *Set) Jurisdiction(residence string) string {
+	if j, ok := s.rights.byResidence[residence]; ok {
+		return j
+	}
+	return s.rights.defaultJurisdiction
+}

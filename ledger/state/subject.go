@@ -28,6 +28,9 @@ type Holding struct {
 	Category string   `json:"category"`
 	Regions  []string `json:"regions"`
 	Purposes []string `json:"purposes"`
+	// Bases are the lawful bases the held data was collected on, as their
+	// decisions state.
+	Bases []string `json:"bases"`
 	// Collections are the sequences of the collections still held.
 	Collections []uint64 `json:"collection_seqs"`
 	// RetainUntil is the latest retention deadline among them.
@@ -46,6 +49,10 @@ type Transfer struct {
 	Categories []string  `json:"categories"`
 	Purpose    string    `json:"purpose"`
 	Mechanism  string    `json:"mechanism,omitempty"`
+	// AssessmentRef names the transfer's impact assessment, when given.
+	AssessmentRef  string `json:"assessment_ref,omitempty"`
+	Basis          string `json:"basis,omitempty"`
+	TransferGround string `json:"transfer_ground,omitempty"`
 }
 
 // Request is a data-subject rights request.
@@ -190,11 +197,16 @@ func (s *Subject) ApplyDecoded(seq uint64, r *record.Record, dec *Decoded) {
 			deadline = dur.AddTo(t)
 		}
 		for _, c := range d.Categories {
-			s.hold(c, d.StorageRegion, d.Purpose, seq, deadline)
+			s.hold(c, d.StorageRegion, d.Purpose, basisOf(r), seq, deadline)
 		}
 	case *event.DataTransferred:
-		s.Transfers = append(s.Transfers, Transfer{Seq: seq, Time: t, TransferID: d.TransferID, Recipient: d.Recipient,
-			From: d.FromRegion, To: d.ToRegion, Categories: d.Categories, Purpose: d.Purpose, Mechanism: d.Mechanism})
+		tr := Transfer{Seq: seq, Time: t, TransferID: d.TransferID, Recipient: d.Recipient,
+			From: d.FromRegion, To: d.ToRegion, Categories: d.Categories, Purpose: d.Purpose, Mechanism: d.Mechanism,
+			AssessmentRef: d.AssessmentRef, Basis: basisOf(r)}
+		if r.Decision != nil {
+			tr.TransferGround = r.Decision.TransferGround
+		}
+		s.Transfers = append(s.Transfers, tr)
 	case *event.RightsRequested:
 		s.Requests = append(s.Requests, &Request{RequestID: d.RequestID, Right: d.Right, Seq: seq, RequestedAt: t, Status: "open"})
 	case *event.RightsCompleted:
@@ -233,10 +245,19 @@ func (s *Subject) ApplyDecoded(seq uint64, r *record.Record, dec *Decoded) {
 	}
 }
 
-func (s *Subject) hold(cat, region, purpose string, seq uint64, deadline time.Time) {
+// basisOf is the lawful basis the record's decision states; records decided
+// before decisions stated one have none.
+func basisOf(r *record.Record) string {
+	if r.Decision == nil {
+		return ""
+	}
+	return r.Decision.Basis
+}
+
+func (s *Subject) hold(cat, region, purpose, basis string, seq uint64, deadline time.Time) {
 	h := s.Holdings[cat]
 	if h == nil {
-		h = &Holding{Category: cat, deadlines: map[uint64]time.Time{}}
+		h = &Holding{Category: cat, Bases: []string{}, deadlines: map[uint64]time.Time{}}
 		s.Holdings[cat] = h
 	}
 	if !slices.Contains(h.Regions, region) {
@@ -246,6 +267,10 @@ func (s *Subject) hold(cat, region, purpose string, seq uint64, deadline time.Ti
 	if !slices.Contains(h.Purposes, purpose) {
 		h.Purposes = append(h.Purposes, purpose)
 		sort.Strings(h.Purposes)
+	}
+	if basis != "" && !slices.Contains(h.Bases, basis) {
+		h.Bases = append(h.Bases, basis)
+		sort.Strings(h.Bases)
 	}
 	h.Collections = append(h.Collections, seq)
 	h.deadlines[seq] = deadline

@@ -52,6 +52,9 @@ type RegisterEntry struct {
 	From           string    `json:"from_region,omitempty"`
 	To             string    `json:"to_region"`
 	Mechanism      string    `json:"mechanism,omitempty"`
+	AssessmentRef  string    `json:"assessment_ref,omitempty"`
+	Basis          string    `json:"basis,omitempty"`
+	TransferGround string    `json:"transfer_ground,omitempty"`
 	Categories     []string  `json:"categories"`
 	Purpose        string    `json:"purpose,omitempty"`
 	Allowed        bool      `json:"allowed"`
@@ -228,7 +231,7 @@ func (v *View) registerEntry(seq uint64, pseudonym string, r *record.Record) *Re
 	}
 	e.Kind = typ
 	if dec != nil {
-		e.PolicyRevision = dec.PolicyRevision
+		e.PolicyRevision, e.Basis, e.TransferGround = dec.PolicyRevision, dec.Basis, dec.TransferGround
 		for _, rs := range dec.Reasons {
 			e.Reasons = append(e.Reasons, rs.Code)
 		}
@@ -240,6 +243,7 @@ func (v *View) registerEntry(seq uint64, pseudonym string, r *record.Record) *Re
 			return nil
 		}
 		e.TransferID, e.Recipient, e.From, e.To, e.Mechanism, e.Categories, e.Purpose = d.TransferID, d.Recipient, d.FromRegion, d.ToRegion, d.Mechanism, d.Categories, d.Purpose
+		e.AssessmentRef = d.AssessmentRef
 	case "privacy.data.shared":
 		var d event.DataShared
 		if json.Unmarshal(data, &d) != nil || v.domestic(d.Region) {

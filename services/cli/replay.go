@@ -45,10 +45,28 @@ are for spreadsheets and scripts; text is a table.
 
 With --state, prints the subject's point-in-time state (consents in force,
 data held by category and region, transfers, open rights requests, erasure)
-as of --at (default now).`,
+as of --at (default now).
+
+With --subject and --output iso27560, prints the subject's consent records
+as ISO/IEC TS 27560 JSON-LD (W3C DPV's 27560 profile): one record per
+consent, with every event in its life and the ledger sequence of each
+(docs/vocabulary.md, "Consent records").`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c := e.client()
+			if e.output == "iso27560" {
+				if subject == "" {
+					return withCode(ExitUsage, fmt.Errorf("--output iso27560 needs --subject"))
+				}
+				var doc map[string]any
+				q := url.Values{"format": {"iso27560"}}
+				if err := c.GetJSON(cmd.Context(), "/v1/subjects/"+url.PathEscape(subject)+"/consents", q, &doc); err != nil {
+					return err
+				}
+				b, _ := json.MarshalIndent(doc, "", "  ")
+				_, err := fmt.Fprintln(e.stdout, string(b))
+				return err
+			}
 			if stateOnly {
 				if subject == "" {
 					return withCode(ExitUsage, fmt.Errorf("--state needs --subject"))

@@ -303,7 +303,7 @@ func oaValidate(sch *jsonschema.Schema, media string, body []byte) []string {
 		}
 	}
 	switch {
-	case media == "application/json":
+	case media == "application/json", media == "application/ld+json":
 		check("body", body)
 	case media == "application/x-ndjson":
 		for i, line := range bytes.Split(body, []byte("\n")) {
@@ -912,6 +912,12 @@ func TestOpenAPIConformance(t *testing.T) {
 		t.Fatalf("export lacks the collected email: %s", oaShort(ex.raw))
 	}
 	c.wantErr(404, "not_found", "", "GET /v1/subjects/{subject}/export", oaReq{token: admin, args: []string{"oa-nobody"}})
+	cr := c.want(200, "GET /v1/subjects/{subject}/consents", oaReq{token: au, args: []string{subj}, query: url.Values{"format": {"iso27560"}}})
+	if recs, _ := cr.body["records"].([]any); len(recs) == 0 {
+		t.Fatalf("consent records: none for a subject with a consent: %s", oaShort(cr.raw))
+	}
+	c.wantErr(400, "invalid_request", "format", "GET /v1/subjects/{subject}/consents", oaReq{token: au, args: []string{subj}, query: url.Values{"format": {"pdf"}}})
+	c.want(200, "GET /contexts/iso27560-v1.jsonld", oaReq{})
 
 	// The transfer register, JSON and CSV, and its filters.
 	reg := c.want(200, "GET /v1/transfers", oaReq{token: au})

@@ -111,9 +111,9 @@ func TestCollectionAndSharingRules(t *testing.T) {
 	coll := func(id string, cats []string, region string) map[string]any {
 		return h.ev("privacy.data.collected", id, s, map[string]any{"categories": cats, "purpose": "service_provision", "storage_region": region, "retention": "P1Y"})
 	}
-	h.mustDeny(em, coll("col-1", []string{"identity.contact"}, "CN"), "PURPOSE_NOT_CONSENTED")
+	h.mustDeny(em, coll("col-1", []string{"usage.behavior"}, "CN"), "PURPOSE_NOT_CONSENTED")
 	h.consent(em, s, "c-col", nil)
-	h.mustAppend(em, coll("col-2", []string{"identity.contact"}, "CN"))
+	h.mustAppend(em, coll("col-2", []string{"usage.device"}, "CN"))
 	h.mustDeny(em, coll("col-2b", []string{"usage.behavior"}, "CN"), "CATEGORY_NOT_CONSENTED")
 	h.mustDeny(em, coll("col-3", []string{"identity.contact"}, "US"), "STORAGE_REGION_NOT_ALLOWED")
 	h.mustDeny(em, coll("col-4", []string{"cookie.analytics"}, "CN"), "COOKIE_CONSENT_REQUIRED")

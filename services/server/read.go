@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"custos.dev/ledger"
+	"custos.dev/ledger/consentrecord"
 	"custos.dev/ledger/event"
 	"custos.dev/ledger/state"
 	"custos.dev/ledger/tree"
@@ -428,10 +429,11 @@ func (s *Server) handleTransfers(w http.ResponseWriter, r *http.Request) error {
 	if wants(r, "csv") {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		cw := csv.NewWriter(w)
-		_ = cw.Write([]string{"seq", "time", "subject", "kind", "transfer_id", "recipient", "from_region", "to_region", "mechanism", "categories", "purpose", "allowed", "reasons", "policy_revision"})
+		_ = cw.Write([]string{"seq", "time", "subject", "kind", "transfer_id", "recipient", "from_region", "to_region", "mechanism", "assessment_ref", "categories", "purpose", "allowed", "reasons", "basis", "transfer_ground", "policy_revision"})
 		for _, e := range entries {
 			_ = cw.Write([]string{strconv.FormatUint(e.Seq, 10), e.Time.Format(time.RFC3339), e.Subject, e.Kind, e.TransferID, e.Recipient,
-				e.From, e.To, e.Mechanism, strings.Join(e.Categories, ";"), e.Purpose, strconv.FormatBool(e.Allowed), strings.Join(e.Reasons, ";"), e.PolicyRevision})
+				e.From, e.To, e.Mechanism, e.AssessmentRef, strings.Join(e.Categories, ";"), e.Purpose, strconv.FormatBool(e.Allowed), strings.Join(e.Reasons, ";"),
+				e.Basis, e.TransferGround, e.PolicyRevision})
 		}
 		cw.Flush()
 		return cw.Error()
@@ -534,4 +536,28 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]any{"policy_revision": s.l.Policy().Active().Revision()})
 	return nil
+}
+
+// handleConsents answers a subject's consents as ISO/IEC TS 27560 consent
+// records in JSON-LD (docs/vocabulary.md, "Consent records").
+func (s *Server) handleConsents(w http.ResponseWriter, r *http.Request) error {
+	if f := r.URL.Query().Get("format"); f != "" && f != "iso27560" {
+		return &Error{Code: CodeInvalidRequest, Field: "format", Message: "must be iso27560"}
+	}
+	doc, err := s.l.ConsentRecords(r.Context(), s.l.Pseudonym(r.PathValue("subject")))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/ld+json")
+	w.Header().Set("Link", `<`+consentrecord.ContextURL+`>; rel="http://www.w3.org/ns/json-ld#context"`)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(doc)
+}
+
+// handleContext serves the JSON-LD context of the consent records, so that
+// a JSON-LD processor can resolve it from Custos itself.
+func handleContext(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/ld+json")
+	_, _ = w.Write(consentrecord.Context())
 }

@@ -94,6 +94,8 @@ func (s *Server) routes() {
 	m.Handle("GET /v1/events", s.authed(auth.RoleAuditor, s.handleReplay))
 	m.Handle("GET /v1/subjects/{subject}/state", s.authed(auth.RoleAuditor, s.handleState))
 	m.Handle("GET /v1/subjects/{subject}/export", s.authed(auth.RoleAdmin, s.handleExport))
+	m.Handle("GET /v1/subjects/{subject}/consents", s.authed(auth.RoleAuditor, s.handleConsents))
+	m.HandleFunc("GET /contexts/iso27560-v1.jsonld", handleContext)
 	m.Handle("GET /v1/transfers", s.authed(auth.RoleAuditor, s.handleTransfers))
 	m.Handle("GET /v1/rights", s.authed(auth.RoleAuditor, s.handleRights))
 	m.Handle("GET /v1/checkpoint", s.authed(auth.RoleAuditor, s.handleCheckpoint))
