@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,7 +85,7 @@ func (l *Ledger) Decide(ctx context.Context, e *event.Event) (policy.Decision, e
 	}
 	p := l.subjectOf(e)
 	in := l.input(e, p, parts, l.view.PolicySubject(p, l.now()))
-	return l.opts.Policy.Active().Decide(ctx, in), nil
+	return l.opts.Policy.Decide(ctx, in), nil
 }
 
 func (l *Ledger) subjectOf(e *event.Event) string {
@@ -145,12 +146,12 @@ func (l *Ledger) append(ctx context.Context, e *event.Event) (*Receipt, error) {
 	}
 	for round := 0; round < maxDecideRounds; round++ {
 		st := l.view.PolicySubject(p, l.now())
-		dec := l.opts.Policy.Active().Decide(ctx, l.input(e, p, parts, st))
+		dec := l.opts.Policy.Decide(ctx, l.input(e, p, parts, st))
 		var rc *Receipt
 		if dec.Allow {
 			rc, err = l.appendAllowed(ctx, e, p, key, mac, parts, st.LastSeq, dec)
 		} else {
-			rc, err = l.appendDenial(ctx, e, p, key, parts, st.LastSeq, dec)
+			rc, err = l.appendDenial(ctx, e, p, key, mac, parts, st, dec)
 		}
 		if errors.Is(err, errStale) {
 			l.metrics.conflicts.Inc()
@@ -264,6 +265,9 @@ func (l *Ledger) appendAllowed(ctx context.Context, e *event.Event, p, key, mac 
 		RecordedAt: record.FormatTime(l.now()), Data: marshalJSON(data), PII: ref, ContentMAC: mac,
 		Decision: &dec, TraceParent: e.TraceParent, TraceState: e.TraceState,
 	}
+	if _, sealed := parts.Personal["tracestate"]; sealed {
+		rec.TraceState = ""
+	}
 	return l.publish(ctx, p, rec, key, last)
 }
 
@@ -273,6 +277,11 @@ func (l *Ledger) appendAllowed(ctx context.Context, e *event.Event, p, key, mac 
 // values, which nothing may hold any more.
 func (l *Ledger) keyFor(ctx context.Context, p string) (*pii.SubjectKey, error) {
 	if p == "" {
+		return nil, nil
+	}
+	// A subject the ledger says is erased never gets a key again, even if
+	// its key entry is gone from the store.
+	if s := l.view.Subject(p); s != nil && (s.Erased || s.KeyDestroyed) {
 		return nil, nil
 	}
 	k, err := l.keyring.Get(ctx, p, true)
@@ -303,16 +312,25 @@ func (l *Ledger) sealSubject(ctx context.Context, k *pii.SubjectKey, p, subject 
 	return nil
 }
 
-func (l *Ledger) appendDenial(ctx context.Context, e *event.Event, p, key string, parts *pii.Parts, last uint64, dec policy.Decision) (*Receipt, error) {
+func (l *Ledger) appendDenial(ctx context.Context, e *event.Event, p, key, mac string, parts *pii.Parts, st policy.SubjectState, dec policy.Decision) (*Receipt, error) {
 	attempted := marshalJSON(parts.PolicyData())
 	digestInput := marshalJSON(struct {
 		Type, Source, ID, Time, Subject string
 		Data                            json.RawMessage
 	}{e.Type, e.Source, e.ID, record.FormatTime(e.Time), p, attempted})
 	sum := sha256.Sum256(digestInput)
-	// A retry of the same denied event in the same state is the same
-	// denial: its id (and Nats-Msg-Id) is derived from both.
-	id := fmt.Sprintf("denied-%s-%d", key, last)
+	// A re-send of the same denied event, in the same subject state, under
+	// the same policy revision and notices, for the same reasons, is the
+	// same denial: its id (and Nats-Msg-Id) is derived from all of these,
+	// and an id already on the ledger is answered with its first record
+	// (docs/policies.md, "Denials and re-sends").
+	id := denialID(key, mac, st.StateSeq, len(l.view.Notices().Versions), dec)
+	if ent, ok, err := l.view.Lookup(state.IDKey(InternalSource, id)); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	} else if ok {
+		return &Receipt{Seq: ent.Seq, Decision: dec}, nil
+	}
+	last := st.LastSeq
 	rec := &record.Record{
 		Type: record.TypeDenied, ID: id, Source: InternalSource, Time: record.FormatTime(l.now()), Subject: p,
 		RecordedAt: record.FormatTime(l.now()),
@@ -329,6 +347,15 @@ func (l *Ledger) appendDenial(ctx context.Context, e *event.Event, p, key string
 	// A denial re-sent in the same state is reported as that denial.
 	rc.Duplicate = false
 	return rc, nil
+}
+
+func denialID(key, mac string, stateSeq uint64, notices int, dec policy.Decision) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d\x00%s", key, mac, stateSeq, notices, dec.PolicyRevision)
+	for _, r := range dec.Reasons {
+		fmt.Fprintf(h, "\x00%s", r.Code)
+	}
+	return "denied-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // publish appends one record, conditional on the subject's last sequence,

@@ -52,6 +52,10 @@ func (l *Ledger) follow(ctx context.Context) {
 			l.fail(fmt.Errorf("%w: expected sequence %d, stream delivered %d", ErrIntegrity, want, seq))
 			return
 		}
+		if err := checkPlacement(seq, msg.Subject(), msg.Headers().Get(jetstream.MsgIDHeader), msg.Data()); err != nil {
+			l.fail(err)
+			return
+		}
 		if _, err := l.tree.Append(msg.Data()); err != nil {
 			l.fail(fmt.Errorf("%w: tree: %v", ErrIntegrity, err))
 			return
@@ -61,7 +65,8 @@ func (l *Ledger) follow(ctx context.Context) {
 			l.fail(fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, seq, err))
 			return
 		}
-		p := PseudonymOf(msg.Subject())
+		// The body, which the tree covers, says whose record this is.
+		p := r.Subject
 		// The subject's copy is written before the view marks seq applied,
 		// so a reader that waited for seq finds it there.
 		if p != "" {

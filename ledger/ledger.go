@@ -184,15 +184,11 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 			l.closeIndex()
 		}
 	}()
-	keysKV, err := l.Bucket(ctx, pii.KeysBucket)
+	keysKV, keysStream, err := l.erasableBucket(ctx, pii.KeysBucket)
 	if err != nil {
 		return nil, err
 	}
-	piiKV, err := l.Bucket(ctx, pii.PIIBucket)
-	if err != nil {
-		return nil, err
-	}
-	piiStream, err := js.Stream(ctx, "KV_"+pii.PIIBucket)
+	piiKV, piiStream, err := l.erasableBucket(ctx, pii.PIIBucket)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +201,7 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 		return nil, fmt.Errorf("pseudonymization key: %w", err)
 	}
 	l.pseud = pii.NewPseudonymizer(pkey)
-	l.keyring = pii.NewKeyring(o.Keys, keysKV, o.KeyCacheTTL, o.Clock)
+	l.keyring = pii.NewKeyring(o.Keys, keysKV, keysStream, o.KeyCacheTTL, o.Clock)
 	l.lease = newLease(meta, o.CheckpointInterval)
 	l.sealed = pii.NewStore(piiKV, piiStream)
 	if l.signer, err = checkpoint.NewSigner(ctx, o.Keys, checkpoint.DefaultKeyName, o.Origin); err != nil {
@@ -278,6 +274,20 @@ func (l *Ledger) Bucket(ctx context.Context, name string) (jetstream.KeyValue, e
 		return nil, fmt.Errorf("bucket %s: %w", name, err)
 	}
 	return kv, nil
+}
+
+// erasableBucket opens a bucket of personal values or keys through
+// pii.OpenBucket, warning at every start while it still denies deletes.
+func (l *Ledger) erasableBucket(ctx context.Context, name string) (jetstream.KeyValue, jetstream.Stream, error) {
+	kv, s, err := pii.OpenBucket(ctx, l.js, name, l.opts.Stream.Replicas, l.opts.Stream.Placement)
+	if errors.Is(err, pii.ErrLogicalErasure) {
+		l.log.Warn("erasure is logical on this bucket: it was created denying deletes, so erased values stay in its block files until it is migrated (docs/keys.md)", "bucket", name)
+		err = nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("bucket %s: %w", name, err)
+	}
+	return kv, s, nil
 }
 
 // waitApplied waits until the follower has applied seq, or has failed.

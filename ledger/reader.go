@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -35,6 +36,7 @@ type Filter struct {
 type Entry struct {
 	Seq     uint64
 	Subject string // NATS subject
+	MsgID   string // its Nats-Msg-Id header
 	Body    []byte // exactly as stored
 	// Record is the parsed body when the replay had to parse it (time
 	// filters); otherwise nil: call Parse.
@@ -80,14 +82,20 @@ func (f Filter) natsSubjects() []string {
 var recordTypes = append(event.Types(), record.TypeDenied, record.TypePolicyActivated, record.TypeKeyDestroyed, record.TypeRetentionExpired)
 
 // Replay calls fn for every record matching f, in sequence order, up to the
-// stream's last sequence when Replay began. Bodies are parsed only to apply
-// time filters; a body that does not parse is passed on, never dropped.
+// stream's last sequence when Replay began. A record stored where its body
+// does not put it (another NATS subject or deduplication id, or a body that
+// is no record) ends the replay with a *MisplacedError naming it.
 func (r *Reader) Replay(ctx context.Context, f Filter, fn func(Entry) error) error {
 	s, err := r.js.Stream(ctx, StreamName)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	return replayStream(ctx, s, f, fn)
+	return replayStream(ctx, s, f, func(e Entry) error {
+		if err := checkPlacement(e.Seq, e.Subject, e.MsgID, e.Body); err != nil {
+			return err
+		}
+		return fn(e)
+	})
 }
 
 // Checkpoints calls fn for every stored checkpoint note in order.
@@ -155,7 +163,7 @@ func replayStream(ctx context.Context, s jetstream.Stream, f Filter, fn func(Ent
 		if f.ToSeq > 0 && seq > f.ToSeq {
 			return nil
 		}
-		e := Entry{Seq: seq, Subject: msg.Subject(), Body: msg.Data()}
+		e := Entry{Seq: seq, Subject: msg.Subject(), MsgID: msg.Headers().Get(jetstream.MsgIDHeader), Body: msg.Data()}
 		if !f.Since.IsZero() || !f.Until.IsZero() {
 			if rec, err := e.Parse(); err == nil {
 				if t := rec.EventTime(); (!f.Since.IsZero() && t.Before(f.Since)) || (!f.Until.IsZero() && !t.Before(f.Until)) {
@@ -176,7 +184,12 @@ func (r *Reader) Source() verify.Source { return readerSource{r} }
 type readerSource struct{ r *Reader }
 
 func (s readerSource) Events(ctx context.Context, fn func(seq uint64, body []byte) error) error {
-	return s.r.Replay(ctx, Filter{}, func(e Entry) error { return fn(e.Seq, e.Body) })
+	err := s.r.Replay(ctx, Filter{}, func(e Entry) error { return fn(e.Seq, e.Body) })
+	var m *MisplacedError
+	if errors.As(err, &m) {
+		return &verify.BadRecord{Seq: m.Seq, Problem: m.Problem}
+	}
+	return err
 }
 
 func (s readerSource) Checkpoints(ctx context.Context, fn func(note []byte) error) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -52,16 +51,6 @@ func SubjectFilter(pseudonym string) string { return subjectPrefix + ".s." + pse
 
 // TypeFilter is the filter matching every record of one event type.
 func TypeFilter(typ string) string { return subjectPrefix + ".*.*." + typ }
-
-// PseudonymOf returns the pseudonym token of a record subject, "" for
-// records that concern no data subject.
-func PseudonymOf(subject string) string {
-	parts := strings.SplitN(subject, ".", 4)
-	if len(parts) < 4 || parts[1] != "s" {
-		return ""
-	}
-	return parts[2]
-}
 
 func ledgerConfig(o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{

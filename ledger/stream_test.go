@@ -49,9 +49,6 @@ func TestSubjects(t *testing.T) {
 	if got := SubjectFor("", "privacy.notice.published"); got != "ledger.g._.privacy.notice.published" {
 		t.Fatal(got)
 	}
-	if PseudonymOf(SubjectFor("abc", "privacy.data.used")) != "abc" || PseudonymOf(SubjectFor("", "x.y")) != "" {
-		t.Fatal("PseudonymOf does not invert SubjectFor")
-	}
 	if TypeFilter("privacy.data.used") != "ledger.*.*.privacy.data.used" || SubjectFilter("abc") != "ledger.s.abc.>" {
 		t.Fatal("filters")
 	}

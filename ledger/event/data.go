@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -186,7 +187,7 @@ func guardian(name string, p **Guardian) binding {
 func (g *Guardian) bindings() []binding {
 	return []binding{
 		str("ref", true, &g.Ref, idCheck),
-		str("relation", true, &g.Relation, textCheck),
+		str("relation", true, &g.Relation, term(IsGuardianRelation, "guardian relation ("+strings.Join(GuardianRelations(), ", ")+")")),
 	}
 }
 
@@ -399,7 +400,7 @@ func (d *ConsentGranted) bindings() []binding {
 		list("recipients", false, &d.Recipients, textCheck),
 		list("cookies", false, &d.Cookies, term(IsCookieClass, "cookie category (one of the cookie.* categories)")),
 		guardian("guardian", &d.Guardian),
-		str("method", false, &d.Method, textCheck),
+		str("method", false, &d.Method, term(IsConsentMethod, "consent method ("+strings.Join(ConsentMethods(), ", ")+")")),
 		timestampPtr("expires", &d.Expires),
 	}
 }

@@ -322,6 +322,8 @@ func badInputs() []badCase {
 		{name: "expires prose", body: con(strings.Replace(granted, `}`, `,"expires":"next year"}`, 1)), field: "data.expires"},
 		{name: "purposes missing", body: con(`{"consent_id":"c-1","notice_version":"2.0","categories":["identity.contact"]}`), field: "data.purposes", msg: "required"},
 		{name: "method empty", body: con(strings.Replace(granted, `}`, `,"method":""}`, 1)), field: "data.method"},
+		{name: "method free text", body: con(strings.Replace(granted, `}`, `,"method":"phoned Li Wei on 13900000000"}`, 1)), field: "data.method", msg: "not a known consent method"},
+		{name: "guardian relation free text", body: con(strings.Replace(granted, `}`, `,"guardian":{"ref":"g-1","relation":"Wang Fang, her aunt"}}`, 1)), field: "data.guardian.relation", msg: "not a known guardian relation"},
 
 		// privacy.consent.withdrawn.
 		{name: "withdrawal consent_id and scope", body: wd(`{"consent_id":"c-1","purposes":["notifications"]}`), field: "data.purposes"},

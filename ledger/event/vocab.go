@@ -59,6 +59,47 @@ func Mechanisms() []string {
 		"standard_contractual_clauses", "binding_corporate_rules")
 }
 
+// GuardianRelations returns how a guardian may be related to a minor
+// (policy §7), sorted. A closed list, so that the member, which is stored
+// in clear, can hold no personal data.
+func GuardianRelations() []string {
+	return sorted("mother", "father", "parent", "legal_guardian", "other")
+}
+
+// ConsentMethods returns the channels a consent may be given through,
+// sorted. A closed list for the same reason.
+func ConsentMethods() []string {
+	return sorted("web_form", "mobile_app", "in_person", "paper", "email", "phone", "api", "other")
+}
+
+// IsGuardianRelation reports whether s is a guardian relation.
+func IsGuardianRelation(s string) bool { return slices.Contains(GuardianRelations(), s) }
+
+// IsConsentMethod reports whether s is a consent method.
+func IsConsentMethod(s string) bool { return slices.Contains(ConsentMethods(), s) }
+
+// PersonalMembers returns the members of an event of type typ that hold
+// personal data: they are sealed under the subject's key and erased with
+// it, and the ledger keeps only a keyed commitment to each (docs/keys.md).
+// A path "a.b" is member b of object a; "a.*" is every member of object a;
+// "tracestate" is the CloudEvents attribute, sealed on every event about a
+// data subject because its vendor values are opaque. Every other member is
+// either a closed vocabulary term, a region, a time, an identifier the
+// platform chose, or text of an event about no subject (a notice).
+func PersonalMembers(typ string) []string {
+	m := personalMembers[typ]
+	return append(slices.Clone(m), "tracestate")
+}
+
+var personalMembers = map[string][]string{
+	"privacy.subject.registered": {"birth_date", "guardian.ref"},
+	"privacy.consent.granted":    {"guardian.ref"},
+	"privacy.data.collected":     {"fields.*"},
+	"privacy.data.corrected":     {"fields.*"},
+	"privacy.rights.requested":   {"details"},
+	"privacy.rights.completed":   {"reason"},
+}
+
 // Rights returns the data-subject rights (policy §5), sorted.
 func Rights() []string {
 	return sorted("access", "correction", "deletion", "withdrawal", "portability", "complaint")

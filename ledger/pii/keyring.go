@@ -126,10 +126,11 @@ type keyEntry struct {
 // called once per new subject and once per cache period per subject, not
 // once per event.
 type Keyring struct {
-	vault *keys.Client
-	kv    jetstream.KeyValue
-	ttl   time.Duration
-	now   func() time.Time
+	stream jetstream.Stream
+	vault  *keys.Client
+	kv     jetstream.KeyValue
+	ttl    time.Duration
+	now    func() time.Time
 
 	mu    sync.Mutex
 	cache map[string]*SubjectKey
@@ -141,8 +142,10 @@ type Keyring struct {
 // NewKeyring uses the Vault transit engine through c and keeps wrapped keys
 // in kv. Cached keys are trusted for ttl after Vault last confirmed them;
 // that is how long appends survive a Vault outage.
-func NewKeyring(c *keys.Client, kv jetstream.KeyValue, ttl time.Duration, now func() time.Time) *Keyring {
-	return &Keyring{vault: c, kv: kv, ttl: ttl, now: now, cache: map[string]*SubjectKey{}, creating: map[string]*sync.Mutex{}}
+// stream is kv's backing stream, through which Destroy overwrites a wrapped
+// key on disk.
+func NewKeyring(c *keys.Client, kv jetstream.KeyValue, stream jetstream.Stream, ttl time.Duration, now func() time.Time) *Keyring {
+	return &Keyring{vault: c, kv: kv, stream: stream, ttl: ttl, now: now, cache: map[string]*SubjectKey{}, creating: map[string]*sync.Mutex{}}
 }
 
 // Get returns the subject's key, creating it when create is set and the
@@ -228,10 +231,14 @@ func (r *Keyring) load(ctx context.Context, pseudonym string, create bool) (*Sub
 }
 
 // Destroy crypto-shreds a subject: the Vault transit key is deleted, the
-// wrapped data key is replaced by a tombstone and the cache forgets it.
-// It is idempotent.
+// wrapped data key is overwritten where NATS stored it (a KV delete or
+// replacement only marks it deleted, leaving its bytes in the block file)
+// and replaced by a tombstone, and the cache forgets it. It is idempotent.
 func (r *Keyring) Destroy(ctx context.Context, pseudonym string) error {
 	if err := r.vault.DestroyKey(ctx, SubjectKeyName(pseudonym)); err != nil {
+		return err
+	}
+	if err := r.shredEntry(ctx, pseudonym); err != nil {
 		return err
 	}
 	b, _ := json.Marshal(keyEntry{Destroyed: r.now().UTC()})
@@ -242,11 +249,77 @@ func (r *Keyring) Destroy(ctx context.Context, pseudonym string) error {
 	return nil
 }
 
+// shredEntry overwrites the stored wrapped key of a subject, unless what is
+// stored is already a tombstone.
+func (r *Keyring) shredEntry(ctx context.Context, pseudonym string) error {
+	e, err := r.kv.Get(ctx, pseudonym)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pii: key entry: %w", err)
+	}
+	var ent keyEntry
+	if json.Unmarshal(e.Value(), &ent) == nil && ent.Wrapped == "" {
+		return nil
+	}
+	return secureDelete(ctx, r.stream, e.Revision())
+}
+
+// secureDelete overwrites one stored message with random data
+// (JetStream's secure erase); a message already gone is no error.
+func secureDelete(ctx context.Context, s jetstream.Stream, seq uint64) error {
+	err := s.SecureDeleteMsg(ctx, seq)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("pii: erase message %d: %w", seq, err)
+	}
+	return nil
+}
+
 // Forget drops a subject's key from the cache.
 func (r *Keyring) Forget(pseudonym string) {
 	r.mu.Lock()
 	delete(r.cache, pseudonym)
 	r.mu.Unlock()
+}
+
+// ErrLogicalErasure is returned, with a usable bucket, by OpenBucket for a
+// bucket created denying deletes: erasure on it cannot overwrite.
+var ErrLogicalErasure = errors.New("pii: bucket denies deletes")
+
+// OpenBucket opens (creating it if needed) a KV bucket of personal values or
+// keys whose stream allows message deletes, and returns it with that stream.
+// JetStream creates KV streams with deletes denied, for good, and its secure
+// erase, which overwrites a message in the block file, is a delete; so the
+// stream is created here with the settings of a KV bucket (one value per
+// key) but deletes allowed (docs/keys.md, "What erasure leaves"). For a
+// bucket an older Custos created, it returns the bucket with
+// ErrLogicalErasure.
+func OpenBucket(ctx context.Context, js jetstream.JetStream, name string, replicas int, placement *jetstream.Placement) (jetstream.KeyValue, jetstream.Stream, error) {
+	stream := "KV_" + name
+	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: stream, Subjects: []string{"$KV." + name + ".>"},
+			MaxMsgsPerSubject: 1, MaxBytes: -1, MaxMsgs: -1, MaxMsgSize: -1, MaxConsumers: -1,
+			Storage: jetstream.FileStorage, Replicas: max(1, replicas), Placement: placement,
+			AllowRollup: true, AllowDirect: true, Discard: jetstream.DiscardNew, Duplicates: 2 * time.Minute,
+		})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, stream)
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	kv, err := js.KeyValue(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.CachedInfo().Config.DenyDelete {
+		return kv, s, ErrLogicalErasure
+	}
+	return kv, s, nil
 }
 
 // Store keeps sealed personal values, deletable per subject.
@@ -279,12 +352,44 @@ func (s *Store) Get(ctx context.Context, ref string) ([]byte, error) {
 }
 
 // PurgeSubject removes every sealed value of a subject from the store,
-// markers included.
+// markers included, overwriting each on disk first: a purge alone only
+// marks messages deleted, and their bytes stay in the block files.
 func (s *Store) PurgeSubject(ctx context.Context, pseudonym string) error {
+	keys, err := s.kv.ListKeysFiltered(ctx, pseudonym+".>")
+	if err != nil {
+		return err
+	}
+	// Draining the lister stops its watcher; stopping it again would fail.
+	var refs []string
+	for k := range keys.Keys() {
+		refs = append(refs, k)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, ref := range refs {
+		if err := s.erase(ctx, ref); err != nil {
+			return err
+		}
+	}
 	return s.stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+PIIBucket+"."+pseudonym+".>"))
 }
 
-// Delete removes one event's sealed values.
+// Delete removes one event's sealed values, overwriting them on disk.
 func (s *Store) Delete(ctx context.Context, ref string) error {
+	if err := s.erase(ctx, ref); err != nil {
+		return err
+	}
 	return s.kv.Purge(ctx, ref)
+}
+
+func (s *Store) erase(ctx context.Context, ref string) error {
+	e, err := s.kv.Get(ctx, ref)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return secureDelete(ctx, s.stream, e.Revision())
 }

@@ -21,7 +21,7 @@ import (
 
 // startNATS runs a real JetStream server for the test and returns the keys
 // bucket Custos uses.
-func startNATS(t *testing.T) jetstream.KeyValue {
+func startNATS(t *testing.T) kvStore {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(),
@@ -44,11 +44,17 @@ func startNATS(t *testing.T) jetstream.KeyValue {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: pii.KeysBucket, Storage: jetstream.FileStorage})
+	kv, s, err := pii.OpenBucket(context.Background(), js, pii.KeysBucket, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kv
+	return kvStore{kv, s}
+}
+
+// kvStore is the keys bucket with its backing stream.
+type kvStore struct {
+	jetstream.KeyValue
+	stream jetstream.Stream
 }
 
 type vaultEnv struct {
@@ -108,7 +114,7 @@ func TestKeyringGetCreatesOnceAndCaches(t *testing.T) {
 	kv, v := startNATS(t), startVault(t)
 	vc := v.client(t)
 	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	kr := pii.NewKeyring(vc, kv, ttl, clk.Now)
+	kr := pii.NewKeyring(vc, kv, kv.stream, ttl, clk.Now)
 	calls := func(f func()) uint64 {
 		before := vc.Calls()
 		f()
@@ -139,7 +145,7 @@ func TestKeyringGetCreatesOnceAndCaches(t *testing.T) {
 	}
 
 	// Another process finds the same key in the bucket.
-	other := pii.NewKeyring(v.client(t), kv, ttl, clk.Now)
+	other := pii.NewKeyring(v.client(t), kv, kv.stream, ttl, clk.Now)
 	k4, err := other.Get(ctx, "pnew", false)
 	if err != nil || !sameKey(t, k1, k4) {
 		t.Fatalf("another keyring: %v", err)
@@ -168,7 +174,7 @@ func TestKeyringConcurrentGetInOneProcess(t *testing.T) {
 	ctx := context.Background()
 	kv, v := startNATS(t), startVault(t)
 	vc := v.client(t)
-	kr := pii.NewKeyring(vc, kv, ttl, time.Now)
+	kr := pii.NewKeyring(vc, kv, kv.stream, ttl, time.Now)
 	const n = 8
 	got := make([]*pii.SubjectKey, n)
 	errs := make([]error, n)
@@ -199,8 +205,8 @@ func TestKeyringConcurrentGetInOneProcess(t *testing.T) {
 func TestKeyringConcurrentGetAcrossProcesses(t *testing.T) {
 	ctx := context.Background()
 	kv, v := startNATS(t), startVault(t)
-	a := pii.NewKeyring(v.client(t), kv, ttl, time.Now)
-	b := pii.NewKeyring(v.client(t), kv, ttl, time.Now)
+	a := pii.NewKeyring(v.client(t), kv, kv.stream, ttl, time.Now)
+	b := pii.NewKeyring(v.client(t), kv, kv.stream, ttl, time.Now)
 	for i := range 10 {
 		p := fmt.Sprintf("prace%d", i)
 		var ka, kb *pii.SubjectKey
@@ -219,7 +225,7 @@ func TestKeyringConcurrentGetAcrossProcesses(t *testing.T) {
 			t.Fatalf("%s: two processes hold different keys for one subject", p)
 		}
 		// And both are the key any later process sees.
-		kc, err := pii.NewKeyring(v.client(t), kv, ttl, time.Now).Get(ctx, p, false)
+		kc, err := pii.NewKeyring(v.client(t), kv, kv.stream, ttl, time.Now).Get(ctx, p, false)
 		if err != nil || !sameKey(t, ka, kc) {
 			t.Fatalf("%s: a third process sees another key: %v", p, err)
 		}
@@ -231,8 +237,8 @@ func TestKeyringDestroy(t *testing.T) {
 	kv, v := startNATS(t), startVault(t)
 	vc := v.client(t)
 	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	kr := pii.NewKeyring(vc, kv, ttl, clk.Now)
-	other := pii.NewKeyring(v.client(t), kv, ttl, clk.Now)
+	kr := pii.NewKeyring(vc, kv, kv.stream, ttl, clk.Now)
+	other := pii.NewKeyring(v.client(t), kv, kv.stream, ttl, clk.Now)
 	if _, err := kr.Get(ctx, "pgone", true); err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +262,7 @@ func TestKeyringDestroy(t *testing.T) {
 	}
 	// A fresh process, and one whose cached key has run out, see the
 	// erasure too: no process can get the key back.
-	fresh := pii.NewKeyring(v.client(t), kv, ttl, clk.Now)
+	fresh := pii.NewKeyring(v.client(t), kv, kv.stream, ttl, clk.Now)
 	if _, err := fresh.Get(ctx, "pgone", true); !errors.Is(err, pii.ErrErased) {
 		t.Fatalf("fresh keyring Get = %v, want ErrErased", err)
 	}

@@ -60,43 +60,41 @@ func Split(e *event.Event) (*Parts, error) {
 			delete(m, key)
 		}
 	}
-	switch e.Type {
-	case "privacy.subject.registered":
-		if d, ok := e.Data.(*event.SubjectRegistered); ok && d.BirthDate != "" {
-			if bd, err := time.Parse("2006-01-02", d.BirthDate); err == nil {
-				m["age"] = json.Number(fmt.Sprint(AgeAt(bd, e.Time)))
-			}
+	if d, ok := e.Data.(*event.SubjectRegistered); ok && d.BirthDate != "" {
+		// The age, derived, is what the policy needs; the birth date is sealed.
+		if bd, err := time.Parse("2006-01-02", d.BirthDate); err == nil {
+			m["age"] = json.Number(fmt.Sprint(AgeAt(bd, e.Time)))
 		}
-		take("birth_date")
-		p.takeGuardian(m)
-	case "privacy.consent.granted":
-		p.takeGuardian(m)
-	case "privacy.data.collected", "privacy.data.corrected":
-		if f, ok := m["fields"].(map[string]any); ok {
-			for name, v := range f {
-				b, _ := json.Marshal(v)
-				p.Personal["fields."+name] = b
+	}
+	for _, path := range event.PersonalMembers(e.Type) {
+		switch {
+		case path == "tracestate":
+			if e.Subject != "" && e.TraceState != "" {
+				p.Personal["tracestate"], _ = json.Marshal(e.TraceState)
 			}
-			delete(m, "fields")
+		case strings.HasSuffix(path, ".*"):
+			obj := strings.TrimSuffix(path, ".*")
+			if f, ok := m[obj].(map[string]any); ok {
+				for name, v := range f {
+					b, _ := json.Marshal(v)
+					p.Personal[obj+"."+name] = b
+				}
+				delete(m, obj)
+			}
+		case strings.Contains(path, "."):
+			obj, member, _ := strings.Cut(path, ".")
+			if g, ok := m[obj].(map[string]any); ok {
+				if v, ok := g[member]; ok {
+					b, _ := json.Marshal(v)
+					p.Personal[path] = b
+					delete(g, member)
+				}
+			}
+		default:
+			take(path)
 		}
-	case "privacy.rights.requested":
-		take("details")
-	case "privacy.rights.completed":
-		take("reason")
 	}
 	return p, nil
-}
-
-func (p *Parts) takeGuardian(m map[string]any) {
-	g, ok := m["guardian"].(map[string]any)
-	if !ok {
-		return
-	}
-	if ref, ok := g["ref"]; ok {
-		b, _ := json.Marshal(ref)
-		p.Personal["guardian.ref"] = b
-		delete(g, "ref")
-	}
 }
 
 // AgeAt is the age in whole years at t of someone born on birth.
@@ -157,6 +155,8 @@ func (p *Parts) Committed(k *SubjectKey) map[string]any {
 			fields[strings.TrimPrefix(path, "fields.")] = c
 		case path == "guardian.ref":
 			out["guardian"].(map[string]any)["ref"] = c
+		case path == "tracestate":
+			// Not a data member: the record keeps no trace state at all.
 		default:
 			out[path] = c
 		}

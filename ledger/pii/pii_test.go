@@ -320,3 +320,40 @@ func TestPseudonymizer(t *testing.T) {
 		t.Fatal("MAC labels do not separate domains")
 	}
 }
+
+// A trace state is opaque vendor text: on an event about a data subject it
+// is sealed with their values; on one about nobody it stays in clear.
+func TestSplitSealsTraceState(t *testing.T) {
+	e := &event.Event{SpecVersion: "1.0", ID: "e1", Source: "/svc", Type: event.TypeDataUsed, Subject: "user-1", Time: at,
+		TraceState: "vendor=user-li.wei", Data: &event.DataUsed{Categories: []string{"identity.contact"}, Purpose: "security"}}
+	p, err := Split(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(p.Personal["tracestate"]); got != `"vendor=user-li.wei"` {
+		t.Errorf("sealed trace state = %s", got)
+	}
+	if c := jsonOf(t, p.Committed(testKey(t, 1))); strings.Contains(c, "tracestate") || strings.Contains(c, "li.wei") {
+		t.Errorf("the committed data names the trace state: %s", c)
+	}
+	e.Subject, e.Type, e.Data = "", event.TypeNoticePublished, &event.NoticePublished{Version: "1", Effective: at}
+	if p, err = Split(e); err != nil || len(p.Personal) != 0 {
+		t.Errorf("a notice's trace state was sealed: %v %v", p.Personal, err)
+	}
+}
+
+// Every member PersonalMembers names is taken out of the clear data.
+func TestPersonalMembersAreTheOnlyOnesSealed(t *testing.T) {
+	for _, tc := range splitCases() {
+		want := map[string]bool{}
+		for _, path := range event.PersonalMembers(tc.event.Type) {
+			want[path] = true
+		}
+		for k := range tc.personal {
+			prefix, _, _ := strings.Cut(k, ".")
+			if !want[k] && !want[prefix+".*"] {
+				t.Errorf("%s: sealed %s, which the event model does not call personal", tc.name, k)
+			}
+		}
+	}
+}

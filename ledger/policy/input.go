@@ -31,6 +31,9 @@ type SubjectState struct {
 	ErasedCategories []string       `json:"erased_categories"`
 	LastSeq          uint64         `json:"last_seq"`
 	Consents         []ConsentState `json:"consents"`
+	// StateSeq is the last record that could change what a policy sees of
+	// the subject: LastSeq without the denials, which change nothing.
+	StateSeq uint64 `json:"-"`
 }
 
 // ConsentState is one granted consent and what has been withdrawn of it.

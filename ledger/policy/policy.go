@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
@@ -49,7 +51,14 @@ type Set struct {
 // its Rego strictly, loads its data, runs its Rego tests and prepares the
 // decision query. A set that fails any of this is refused with an error
 // wrapping ErrInvalidPolicy.
-func Load(ctx context.Context, fsys fs.FS) (*Set, error) {
+// A set with no Rego tests is refused too, unless AllowUntested is given:
+// a policy is code that decides every event, and one nobody tested is a
+// mistake waiting to be activated.
+func Load(ctx context.Context, fsys fs.FS, opts ...LoadOption) (*Set, error) {
+	var o loadOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	files, err := readFiles(fsys)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading the set: %w", ErrInvalidPolicy, err)
@@ -62,6 +71,9 @@ func Load(ctx context.Context, fsys fs.FS) (*Set, error) {
 	report, err := runTests(ctx, c, false)
 	if err != nil {
 		return nil, fmt.Errorf("%w: running the tests: %w", ErrInvalidPolicy, err)
+	}
+	if len(report.Passed)+len(report.Failed) == 0 && !o.allowUntested {
+		return nil, fmt.Errorf("%w: the set has no Rego tests (test_ rules); add them, or allow an untested set explicitly", ErrInvalidPolicy)
 	}
 	if len(report.Failed) > 0 {
 		names := make([]string, len(report.Failed))
@@ -103,6 +115,14 @@ func Load(ctx context.Context, fsys fs.FS) (*Set, error) {
 		noMetrics: metrics.NoOp(),
 	}, nil
 }
+
+// LoadOption adjusts Load.
+type LoadOption func(*loadOptions)
+
+type loadOptions struct{ allowUntested bool }
+
+// AllowUntested accepts a set that has no Rego tests.
+func AllowUntested() LoadOption { return func(o *loadOptions) { o.allowUntested = true } }
 
 // compiled is a parsed and strictly compiled set.
 type compiled struct {
@@ -157,8 +177,38 @@ func checkConfig(data map[string]any) error {
 func newCompiler() *ast.Compiler {
 	return ast.NewCompiler().
 		WithStrict(true).
-		WithCapabilities(ast.CapabilitiesForThisVersion()).
+		WithCapabilities(capabilities()).
 		WithDefaultRegoVersion(ast.RegoV1)
+}
+
+// capabilities are OPA's built-ins without those that reach the network or
+// whose result is not a function of their arguments (http.send, net.*,
+// opa.runtime, time.now_ns, rand.*, uuid.*, ...): a policy decides from its
+// input and data alone, so it can neither leak an input nor decide
+// differently on replay. A set that calls one is refused when it compiles,
+// naming it ("undefined function http.send"). Time comes from input.now.
+func capabilities() *ast.Capabilities {
+	caps := ast.CapabilitiesForThisVersion()
+	kept := caps.Builtins[:0]
+	for _, b := range caps.Builtins {
+		if b.Nondeterministic || strings.HasPrefix(b.Name, "net.") || b.Name == "opa.runtime" {
+			continue
+		}
+		kept = append(kept, b)
+	}
+	caps.Builtins = kept
+	caps.AllowNet = []string{}
+	return caps
+}
+
+// Excluded reports whether the built-in name is one a policy may not call.
+func Excluded(name string) bool {
+	for _, b := range capabilities().Builtins {
+		if b.Name == name {
+			return false
+		}
+	}
+	return true
 }
 
 // dataValue is the data document as an AST object, so evaluation reads it
@@ -221,37 +271,63 @@ func deepCopy(v any) any {
 // a result that is not a well-formed decision is a deny with POLICY_ERROR.
 // The returned decision carries the set's revision.
 func (s *Set) Decide(ctx context.Context, in *Input) Decision {
-	d := s.decide(ctx, in)
-	d.PolicyRevision = s.revision
+	d, _ := s.DecideWithin(ctx, in, 0)
 	return d
 }
 
-func (s *Set) decide(ctx context.Context, in *Input) Decision {
+// DecideWithin is Decide with a deadline on the evaluation (none when
+// deadline is zero): a policy still evaluating when it passes is stopped,
+// and the decision is a POLICY_ERROR deny. timedOut reports that case.
+func (s *Set) DecideWithin(ctx context.Context, in *Input, deadline time.Duration) (d Decision, timedOut bool) {
+	d, timedOut = s.decide(ctx, in, deadline)
+	d.PolicyRevision = s.revision
+	return d, timedOut
+}
+
+func (s *Set) decide(ctx context.Context, in *Input, deadline time.Duration) (Decision, bool) {
+	cancel := s.noCancel
+	if deadline > 0 {
+		c := topdown.NewCancel()
+		t := time.AfterFunc(deadline, c.Cancel)
+		defer t.Stop()
+		cancel = c
+	}
+	d, err := s.eval(ctx, in, cancel)
+	if err != nil && cancel.Cancelled() {
+		return policyError(fmt.Sprintf("policy evaluation exceeded its deadline of %s", deadline)), true
+	}
+	if err != nil {
+		return policyError(describeEvalError(err)), false
+	}
+	return d, false
+}
+
+func (s *Set) eval(ctx context.Context, in *Input, cancel topdown.Cancel) (Decision, error) {
 	if in == nil {
-		return policyError("no input")
+		return policyError("no input"), nil
 	}
 	if ctx.Err() != nil {
-		return policyError("policy evaluation cancelled")
+		return policyError("policy evaluation cancelled"), nil
 	}
 	v, err := s.conv.input(in)
 	if err != nil {
-		return policyError("the input cannot be given to the policy")
+		return policyError("the input cannot be given to the policy"), nil
 	}
-	// A decision takes microseconds, so it is not cancelled midway: the
-	// never-cancelled external cancel spares OPA starting a goroutine per
-	// evaluation to watch ctx.
-	rs, err := s.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalExternalCancel(s.noCancel), rego.EvalMetrics(s.noMetrics))
+	// The external cancel replaces OPA's watching of ctx, which would start
+	// a goroutine per evaluation: the deadline is what stops a policy that
+	// never finishes.
+	rs, err := s.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalExternalCancel(cancel), rego.EvalMetrics(s.noMetrics))
 	if err != nil {
-		return policyError(describeEvalError(err))
+		return Decision{}, err
 	}
 	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
-		return policyError(decisionQuery + " is undefined")
+		return policyError(decisionQuery + " is undefined"), nil
 	}
 	d, err := decisionFrom(rs[0].Expressions[0].Value)
 	if err != nil {
-		return policyError("malformed decision: " + err.Error())
+		return policyError("malformed decision: " + err.Error()), nil
 	}
-	return d
+	return d, nil
 }
 
 // describeEvalError names the kind and place of an evaluation error but not
@@ -330,18 +406,71 @@ func decisionFrom(v any) (Decision, error) {
 	return d, nil
 }
 
+// DefaultDeadline bounds one evaluation; the built-in set decides in tens of
+// microseconds (docs/policies.md, "Performance").
+const DefaultDeadline = 100 * time.Millisecond
+
 // Engine holds the active set; decisions use whichever set is active when
-// they start, and a swap never blocks them.
+// they start, and a swap never blocks them. Each evaluation has a deadline.
 type Engine struct {
-	active atomic.Pointer[Set]
+	active   atomic.Pointer[Set]
+	deadline time.Duration
+	timeouts atomic.Uint64
+	mu       sync.Mutex
+	recent   [timeoutsForUnready]time.Time // the latest timeouts, a ring
+	next     int
+}
+
+// EngineOption adjusts an Engine.
+type EngineOption func(*Engine)
+
+// WithDeadline sets how long one evaluation may take (DefaultDeadline when
+// not set; d must be positive).
+func WithDeadline(d time.Duration) EngineOption {
+	return func(e *Engine) {
+		if d > 0 {
+			e.deadline = d
+		}
+	}
 }
 
 // NewEngine returns an engine whose active set is initial. Until a set is
 // active (initial nil), every decision is a POLICY_ERROR deny.
-func NewEngine(initial *Set) *Engine {
-	e := &Engine{}
+func NewEngine(initial *Set, opts ...EngineOption) *Engine {
+	e := &Engine{deadline: DefaultDeadline}
+	for _, o := range opts {
+		o(e)
+	}
 	e.active.Store(initial)
 	return e
+}
+
+// Deadline is how long one evaluation may take.
+func (e *Engine) Deadline() time.Duration { return e.deadline }
+
+// timeoutsForUnready timeouts within timeoutWindow make the engine
+// unhealthy: one slow evaluation is noise, repeated ones are a policy that
+// does not finish.
+const (
+	timeoutsForUnready = 3
+	timeoutWindow      = time.Minute
+)
+
+// Timeouts is how many evaluations have exceeded the deadline, and whether
+// enough did recently for the engine to count as unhealthy at now.
+func (e *Engine) Timeouts(now time.Time) (total uint64, repeated bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	oldest := e.recent[e.next]
+	return e.timeouts.Load(), !oldest.IsZero() && now.Sub(oldest) < timeoutWindow
+}
+
+func (e *Engine) timedOut() {
+	e.timeouts.Add(1)
+	e.mu.Lock()
+	e.recent[e.next] = time.Now()
+	e.next = (e.next + 1) % timeoutsForUnready
+	e.mu.Unlock()
 }
 
 // Active returns the active set.
@@ -365,11 +494,15 @@ func (e *Engine) Activate(s *Set) bool {
 	}
 }
 
-// Decide decides in with the active set.
+// Decide decides in with the active set, within the deadline.
 func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	s := e.Active()
 	if s == nil {
 		return policyError("no active policy set")
 	}
-	return s.Decide(ctx, in)
+	d, timedOut := s.DecideWithin(ctx, in, e.deadline)
+	if timedOut {
+		e.timedOut()
+	}
+	return d
 }

@@ -319,7 +319,7 @@ decision := {"allow": true, "reasons": [], "obligations": []} if input.event.typ
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			s, err := Load(ctx, mapFS(map[string]string{"decision.rego": tt.rego}))
+			s, err := Load(ctx, mapFS(map[string]string{"decision.rego": tt.rego}), AllowUntested())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -364,7 +364,7 @@ func TestRightsDeadline(t *testing.T) {
 		}
 	}
 
-	bare, err := Load(context.Background(), mapFS(map[string]string{"decision.rego": allowAll}))
+	bare, err := Load(context.Background(), mapFS(map[string]string{"decision.rego": allowAll}), AllowUntested())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +373,7 @@ func TestRightsDeadline(t *testing.T) {
 	}
 	fallback, err := Load(context.Background(), mapFS(map[string]string{"decision.rego": allowAll,
 		"data/custos/config/data.json": `{"rights": {"default_jurisdiction": "PIPL",
-			"jurisdiction_by_residence": {"DE": "GDPR"}, "deadline_days": {"PIPL": {"access": 10}}}}`}))
+			"jurisdiction_by_residence": {"DE": "GDPR"}, "deadline_days": {"PIPL": {"access": 10}}}}`}), AllowUntested())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func TestRightsDeadline(t *testing.T) {
 
 func TestEngineSwapWhileDeciding(t *testing.T) {
 	a := realSet(t)
-	b, err := Load(context.Background(), mapFS(map[string]string{"decision.rego": allowAll}))
+	b, err := Load(context.Background(), mapFS(map[string]string{"decision.rego": allowAll}), AllowUntested())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,11 +432,11 @@ func TestEngineWithoutSet(t *testing.T) {
 
 func TestEngineActivateSkipsSameRevision(t *testing.T) {
 	files := mapFS(map[string]string{"decision.rego": allowAll})
-	a, err := Load(context.Background(), files)
+	a, err := Load(context.Background(), files, AllowUntested())
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := Load(context.Background(), files)
+	again, err := Load(context.Background(), files, AllowUntested())
 	if err != nil {
 		t.Fatal(err)
 	}

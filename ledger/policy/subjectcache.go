@@ -59,7 +59,7 @@ func (c *subjectCache) get(p string, st *SubjectState, convert func(*SubjectStat
 }
 
 func equalSubject(a, b *SubjectState) bool {
-	if a.Registered != b.Registered || a.Residence != b.Residence || a.Erased != b.Erased || a.LastSeq != b.LastSeq ||
+	if a.Registered != b.Registered || a.Residence != b.Residence || a.Erased != b.Erased || a.LastSeq != b.LastSeq || a.StateSeq != b.StateSeq ||
 		(a.Age == nil) != (b.Age == nil) || (a.Age != nil && *a.Age != *b.Age) ||
 		!slices.Equal(a.ErasedCategories, b.ErasedCategories) || len(a.Consents) != len(b.Consents) {
 		return false

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/cover"
@@ -53,6 +54,9 @@ func Test(ctx context.Context, fsys fs.FS) (Report, error) {
 	return report, nil
 }
 
+// testTimeout bounds each Rego test.
+const testTimeout = 10 * time.Second
+
 // runTests runs the set's tests against its own data, as `opa test` does.
 func runTests(ctx context.Context, c *compiled, coverage bool) (Report, error) {
 	data, err := c.dataValue()
@@ -61,8 +65,10 @@ func runTests(ctx context.Context, c *compiled, coverage bool) (Report, error) {
 	}
 	runner := tester.NewRunner().
 		SetCompiler(ast.NewCompiler().
-			WithCapabilities(ast.CapabilitiesForThisVersion()).
+			WithCapabilities(capabilities()).
 			WithDefaultRegoVersion(ast.RegoV1)).
+		// A test that never finishes must not hang a load.
+		SetTimeout(testTimeout).
 		SetStore(inmem.NewFromASTObject(data)).
 		SetModules(c.modules).
 		CapturePrintOutput(false).

@@ -15,19 +15,19 @@ import (
 // first (a change made between that Load and the start of Watch is only seen
 // with the next change). Watch returns when ctx is done; the callbacks run on
 // its goroutine.
-func Watch(ctx context.Context, dir string, interval time.Duration, onLoad func(*Set), onError func(error)) {
-	watch(ctx, dir, "", interval, onLoad, onError, func() {})
+func Watch(ctx context.Context, dir string, interval time.Duration, onLoad func(*Set), onError func(error), opts ...LoadOption) {
+	watch(ctx, dir, "", interval, onLoad, onError, func() {}, opts...)
 }
 
 // WatchFrom is Watch with the baseline given: the revision of the set the
 // caller already runs. A change made after that set was loaded and before
 // the watch began is then seen at the first poll, not missed.
-func WatchFrom(ctx context.Context, dir, baseline string, interval time.Duration, onLoad func(*Set), onError func(error)) {
-	watch(ctx, dir, baseline, interval, onLoad, onError, func() {})
+func WatchFrom(ctx context.Context, dir, baseline string, interval time.Duration, onLoad func(*Set), onError func(error), opts ...LoadOption) {
+	watch(ctx, dir, baseline, interval, onLoad, onError, func() {}, opts...)
 }
 
 // watch is Watch, calling baselined once it has read the baseline.
-func watch(ctx context.Context, dir, baseline string, interval time.Duration, onLoad func(*Set), onError func(error), baselined func()) {
+func watch(ctx context.Context, dir, baseline string, interval time.Duration, onLoad func(*Set), onError func(error), baselined func(), opts ...LoadOption) {
 	if interval <= 0 {
 		interval = time.Second
 	}
@@ -63,7 +63,7 @@ func watch(ctx context.Context, dir, baseline string, interval time.Duration, on
 			continue
 		}
 		last = rev
-		s, err := Load(ctx, fsys)
+		s, err := Load(ctx, fsys, opts...)
 		if ctx.Err() != nil {
 			return
 		}

@@ -86,6 +86,7 @@ type Subject struct {
 	KeyDestroyed     bool                `json:"key_destroyed"`
 	ErasedCategories []string            `json:"erased_categories"`
 	LastSeq          uint64              `json:"last_seq"`
+	StateSeq         uint64              `json:"-"` // LastSeq without denials
 	Consents         []*Consent          `json:"consents"`
 	Holdings         map[string]*Holding `json:"holdings"`
 	Transfers        []Transfer          `json:"transfers"`
@@ -173,6 +174,9 @@ func (s *Subject) ApplyDecoded(seq uint64, r *record.Record, dec *Decoded) {
 		return
 	}
 	s.LastSeq = seq
+	if r.Type != record.TypeDenied {
+		s.StateSeq = seq
+	}
 	s.Events++
 	t := dec.time
 	if r.PII != "" {
@@ -342,7 +346,7 @@ func (s *Subject) withdraw(d *event.ConsentWithdrawn, t time.Time) {
 func (s *Subject) PolicyState(now time.Time) policy.SubjectState {
 	out := policy.SubjectState{
 		Registered: s.Registered, Residence: s.Residence, Erased: s.Erased || s.KeyDestroyed,
-		ErasedCategories: slices.Clone(s.ErasedCategories), LastSeq: s.LastSeq,
+		ErasedCategories: slices.Clone(s.ErasedCategories), LastSeq: s.LastSeq, StateSeq: s.StateSeq,
 		Consents: make([]policy.ConsentState, len(s.Consents)),
 	}
 	if s.RegisteredAge != nil {

@@ -151,12 +151,9 @@ func (v *View) apply(seq uint64, pseudonym string, r *record.Record, local bool)
 	if err != nil {
 		return err
 	}
-	var key [16]byte
-	var ent IDEntry
-	indexed := r.Type != record.TypeDenied
-	if indexed {
-		key, ent = idBytes(IDKey(r.Source, r.ID)), IDEntry{Seq: seq, MAC: MACDigest(r.ContentMAC)}
-	}
+	// Denials are indexed too, under their own ids, so that a denied event
+	// re-sent in the same state is answered with its first denial.
+	key, ent := idBytes(IDKey(r.Source, r.ID)), IDEntry{Seq: seq, MAC: MACDigest(r.ContentMAC)}
 	var reg *RegisterEntry
 	if pseudonym != "" && !local {
 		reg = v.registerEntry(seq, pseudonym, r)
@@ -172,7 +169,7 @@ func (v *View) apply(seq uint64, pseudonym string, r *record.Record, local bool)
 	// appended was indexed by ApplyLocal; the follower's Apply of it need
 	// not write the index again.
 	inOrder := !local && seq > v.applied
-	if s := v.subjects[pseudonym]; indexed && (s == nil || s.LastSeq < seq) {
+	if s := v.subjects[pseudonym]; s == nil || s.LastSeq < seq {
 		if err := v.ids.Add(key, ent); err != nil {
 			return fmt.Errorf("id index: %w", err)
 		}

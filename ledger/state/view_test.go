@@ -156,13 +156,17 @@ func testViewRegister(t *testing.T, v *state.View) {
 	if blocked := register(t, v, func(e *state.RegisterEntry) bool { return !e.Allowed }); len(blocked) != 1 || blocked[0].Seq != 5 {
 		t.Fatalf("blocked entries %+v", blocked)
 	}
-	// Denials are counted but not indexed by source+id: a denied event may
-	// be sent again and allowed.
+	// Denials are counted, and indexed under their own ids (a re-send in
+	// the same state is answered with them), never under the attempted
+	// event's source and id: a denied event may be sent again and allowed.
 	if s := v.Subject("p"); s.Denials != 3 {
 		t.Fatalf("denials %d", s.Denials)
 	}
-	if _, ok, err := v.Lookup(state.IDKey(records[4].Source, records[4].ID)); err != nil || ok {
-		t.Fatal("a denial was indexed")
+	if _, ok, err := v.Lookup(state.IDKey("/svc", "attempt")); err != nil || ok {
+		t.Fatal("a denial was indexed under the attempted event's id")
+	}
+	if ent, ok, err := v.Lookup(state.IDKey(records[4].Source, records[4].ID)); err != nil || !ok || ent.Seq != 5 {
+		t.Fatalf("the denial at 5 is not indexed under its own id: %v %v %v", ent, ok, err)
 	}
 }
 

@@ -78,6 +78,17 @@ type problem struct {
 
 func (p *problem) Error() string { return p.msg }
 
+// BadRecord is what a Source returns for a record it holds but must not
+// hand on as part of the ledger: one whose storage disagrees with its body
+// (a Source that knows where a record is stored checks that it is where its
+// body says). Run reports it as the problem at Seq.
+type BadRecord struct {
+	Seq     uint64
+	Problem string // names the sequence
+}
+
+func (b *BadRecord) Error() string { return b.Problem }
+
 // Run verifies src.
 func Run(ctx context.Context, src Source, o Options) (*Report, error) {
 	if o.First == 0 {
@@ -260,6 +271,11 @@ func finish(rep *Report, err error) (bool, error) {
 	var p *problem
 	if errors.As(err, &p) {
 		fail(rep, p)
+		return true, nil
+	}
+	var b *BadRecord
+	if errors.As(err, &b) {
+		fail(rep, &problem{seq: b.Seq, good: b.Seq - 1, msg: b.Problem})
 		return true, nil
 	}
 	return true, fmt.Errorf("%w: %v", ErrSource, err)

@@ -37,27 +37,30 @@ import (
 
 // Config is everything `custos serve` takes.
 type Config struct {
-	DataDir            string
-	Listen             string
-	NATSURL            string // external NATS; empty: embedded
-	NATSCreds          string // file with {"url","user","password"} for external NATS
-	NATSListen         string
-	NoSync             bool
-	PoliciesDir        string // empty: the built-in set
-	PolicyPoll         time.Duration
-	VaultAddr          string // empty: embedded dev key server
-	VaultToken         string
-	VaultRoleID        string
-	VaultSecretID      string
-	CheckpointInterval time.Duration
-	RetentionInterval  time.Duration
-	KeyCacheTTL        time.Duration
-	Replicas           int
-	PlacementTags      []string
-	Origin             string
-	RatePerToken       float64
-	Clock              func() time.Time
-	Logger             *slog.Logger
+	DataDir        string
+	Listen         string
+	NATSURL        string // external NATS; empty: embedded
+	NATSCreds      string // file with {"url","user","password"} for external NATS
+	NATSListen     string
+	NoSync         bool
+	PoliciesDir    string // empty: the built-in set
+	PolicyPoll     time.Duration
+	PolicyDeadline time.Duration // one evaluation; 0: policy.DefaultDeadline
+	// AllowUntestedPolicy accepts a policy set without Rego tests.
+	AllowUntestedPolicy bool
+	VaultAddr           string // empty: embedded dev key server
+	VaultToken          string
+	VaultRoleID         string
+	VaultSecretID       string
+	CheckpointInterval  time.Duration
+	RetentionInterval   time.Duration
+	KeyCacheTTL         time.Duration
+	Replicas            int
+	PlacementTags       []string
+	Origin              string
+	RatePerToken        float64
+	Clock               func() time.Time
+	Logger              *slog.Logger
 }
 
 // App is a running Custos.
@@ -158,6 +161,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err := natsd.WriteFileAtomic(filepath.Join(cfg.DataDir, "verifier.key"), []byte(a.Ledger.VerifierKey()+"\n"), 0o644); err != nil {
 		return nil, err
 	}
+	a.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "custos_policy_timeouts_total", Help: "Policy evaluations stopped at their deadline (each a POLICY_ERROR deny).",
+	}, func() float64 { n, _ := a.Engine.Timeouts(time.Now()); return float64(n) }))
 	a.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "custos_stream_lag", Help: "LEDGER messages not yet folded into this process's tree and state.",
 	}, a.streamLag))
@@ -251,12 +257,19 @@ func (a *App) policyFS() fs.FS {
 	return policies.FS()
 }
 
+func (a *App) loadOptions() []policy.LoadOption {
+	if a.cfg.AllowUntestedPolicy {
+		return []policy.LoadOption{policy.AllowUntested()}
+	}
+	return nil
+}
+
 func (a *App) startPolicy(ctx context.Context) error {
-	set, err := policy.Load(ctx, a.policyFS())
+	set, err := policy.Load(ctx, a.policyFS(), a.loadOptions()...)
 	if err != nil {
 		return fmt.Errorf("policies: %w", err)
 	}
-	a.Engine = policy.NewEngine(set)
+	a.Engine = policy.NewEngine(set, policy.WithDeadline(a.cfg.PolicyDeadline))
 	a.log.Info("policy set active", "revision", set.Revision(), "dir", a.cfg.PoliciesDir)
 	return nil
 }
@@ -295,9 +308,17 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.AdminToken = strings.TrimSpace(string(b))
-	_, err = a.Tokens.Import(ctx, a.AdminToken, auth.RoleAdmin)
-	return err
+	secret := strings.TrimSpace(string(b))
+	switch _, err = a.Tokens.Import(ctx, secret, auth.RoleAdmin); {
+	case errors.Is(err, auth.ErrRevoked):
+		// A revocation lasts: the file is left for the operator to remove.
+		a.log.Warn("the bootstrap admin token was revoked; it stays revoked (remove admin.token)", "path", path)
+		return nil
+	case err != nil:
+		return err
+	}
+	a.AdminToken = secret
+	return nil
 }
 
 func (a *App) startHTTP() error {
@@ -336,6 +357,10 @@ func (a *App) ready(ctx context.Context) map[string]server.Check {
 	pc := server.Check{OK: true, Detail: a.Engine.Active().Revision()}
 	if msg := a.policyErr.Load(); msg != nil {
 		pc.Detail += "; last reload refused: " + *msg
+	}
+	if n, repeated := a.Engine.Timeouts(time.Now()); repeated {
+		pc.OK = false
+		pc.Detail += fmt.Sprintf("; evaluations keep exceeding the %s deadline (%d so far)", a.Engine.Deadline(), n)
 	}
 	checks["policy"] = pc
 	cp := server.Check{OK: true}
@@ -381,7 +406,7 @@ func (a *App) background(ctx context.Context) {
 				msg := err.Error()
 				a.policyErr.Store(&msg)
 				a.log.Error("policy set refused; the active set stays", "err", err)
-			})
+			}, a.loadOptions()...)
 		}()
 	} else {
 		close(done)

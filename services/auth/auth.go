@@ -40,6 +40,8 @@ var (
 	ErrBadToken     = errors.New("invalid or revoked token")
 	ErrInvalidRole  = errors.New("role must be emitter, auditor or admin")
 	ErrSourceNeeded = errors.New("an emitter token needs a source")
+	// ErrRevoked is Import's answer for a token revoked or deleted before.
+	ErrRevoked = errors.New("token was revoked or deleted; it is not restored")
 )
 
 // Token is a stored token record; the secret itself is never stored.
@@ -138,7 +140,9 @@ func (s *Store) Create(ctx context.Context, role, source, note string) (*Token, 
 }
 
 // Import stores an existing secret (the admin token written on first
-// start) so that a restart with the same data keeps it valid.
+// start) so that a restart with the same data keeps it valid. A token the
+// store has ever held is never stored again: if it was revoked or deleted,
+// Import fails with ErrRevoked, so a restart cannot revive it.
 func (s *Store) Import(ctx context.Context, secret, role string) (*Token, error) {
 	id, ok := tokenID(secret)
 	if !ok {
@@ -147,8 +151,19 @@ func (s *Store) Import(ctx context.Context, secret, role string) (*Token, error)
 	if t, err := s.Check(secret); err == nil {
 		return t, nil
 	}
+	switch _, err := s.kv.Get(ctx, id); {
+	case err == nil, errors.Is(err, jetstream.ErrKeyDeleted):
+		return nil, ErrRevoked
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, fmt.Errorf("look up token: %w", err)
+	}
 	t := &Token{ID: id, Role: role, Hash: hashToken(secret), CreatedAt: s.now().UTC(), Note: "bootstrap admin"}
-	return t, s.put(ctx, t, false)
+	if err := s.put(ctx, t, true); errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, ErrRevoked
+	} else if err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 func (s *Store) put(ctx context.Context, t *Token, create bool) error {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"custos.dev/ledger/policy"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -69,6 +70,8 @@ read-only NATS credentials for auditors to DATA/nats-auditor.json.`,
 	f.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS listen address")
 	f.BoolVar(&cfg.NoSync, "no-sync", false, "DANGEROUS: do not fsync every message (acknowledged events can be lost on power failure)")
 	f.StringVar(&cfg.PoliciesDir, "policies", "", "policy directory, watched and hot-reloaded (default: the built-in set)")
+	f.DurationVar(&cfg.PolicyDeadline, "policy-deadline", policy.DefaultDeadline, "how long one policy evaluation may take; a slower one is a POLICY_ERROR deny")
+	f.BoolVar(&cfg.AllowUntestedPolicy, "allow-untested-policy", false, "accept a policy set that has no Rego tests (refused by default)")
 	f.StringVar(&cfg.VaultAddr, "vault-addr", "", "Vault address (default $VAULT_ADDR; none: embedded dev key server)")
 	f.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", time.Second, "how often a grown tree is signed")
 	f.DurationVar(&cfg.RetentionInterval, "retention-check-interval", time.Minute, "how often retention periods are checked")

@@ -25,7 +25,7 @@ func TestEveryTypeAccepted(t *testing.T) {
 			"purposes":     []string{"service_provision", "customer_support", "service_improvement"},
 			"categories":   []string{"identity.contact", "identity.basic", "usage.behavior", "cookie.analytics"},
 			"destinations": []string{"SG"}, "recipients": []string{"acme-sg"}, "cookies": []string{"cookie.analytics"},
-			"method": "web-form",
+			"method": "web_form",
 		}),
 		h.ev("privacy.data.collected", "d-1", subj, map[string]any{
 			"categories": []string{"identity.contact"}, "purpose": "service_provision", "storage_region": "CN",

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"custos.dev/ledger/keys/keyserver"
+	"custos.dev/ledger/pii"
 	"custos.dev/services/app"
 )
 
@@ -299,4 +300,136 @@ func TestVaultOutage(t *testing.T) {
 	h.waitCheckpoint(int64(h.streamLen()))
 	_ = app.Config{}
 	_ = time.Second
+}
+
+// filesHolding lists the files under dir that contain needle.
+func filesHolding(t *testing.T, dir string, needle []byte) []string {
+	t.Helper()
+	var out []string
+	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, needle) {
+			out = append(out, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Erasure is physical: after a subject is erased and Custos stopped, no
+// byte sequence of any of their sealed values, nor of their wrapped data
+// key, remains anywhere under DATA/ — the NATS block files of the KV
+// buckets included, where a purge or replacement used to leave them. Each
+// sample is first seen on disk, so the scan is known to find what it looks
+// for.
+func TestErasureLeavesNoCiphertextOnDisk(t *testing.T) {
+	h := start(t)
+	em := h.emitter()
+	const subj = "user-residue"
+	// A subject who stays, so that the block files of the buckets live on
+	// after the erasure (a block whose every message is gone is deleted,
+	// which would hide a logical delete).
+	h.mustAppend(em, h.ev("privacy.subject.registered", "reg-stay", "user-stays", map[string]any{"residence": "CN", "age": 40}))
+	h.mustAppend(em, h.ev("privacy.subject.registered", "reg-res", subj, map[string]any{
+		"residence": "CN", "birth_date": "2009-03-04",
+		"guardian": map[string]any{"ref": "parent-res-1", "relation": "mother"},
+	}))
+	h.consent(em, subj, "c-res", map[string]any{"guardian": map[string]any{"ref": "parent-res-1", "relation": "mother"}})
+	h.mustAppend(em, h.ev("privacy.data.collected", "col-res", subj, map[string]any{
+		"categories": []string{"identity.contact", "identity.basic"}, "purpose": "service_provision", "storage_region": "CN", "retention": "P1Y",
+		"fields": map[string]any{"email": "residue@example.cn", "name": "Residue Li", "phone": "+86 139 0000 0000"},
+	}))
+	h.mustAppend(em, h.ev("privacy.rights.requested", "rq-res", subj, map[string]any{"request_id": "res-1", "right": "deletion", "details": "please erase everything"}))
+
+	ctx := context.Background()
+	js, err := jetstream.New(h.app.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := h.app.Ledger.Pseudonym(subj)
+	var samples [][]byte
+	sample := func(what string, b []byte) {
+		if len(b) < 40 {
+			t.Fatalf("%s is only %d bytes", what, len(b))
+		}
+		// A stretch from the middle: past any fixed prefix, long enough to
+		// occur nowhere by chance.
+		samples = append(samples, append([]byte(nil), b[len(b)/2-12:len(b)/2+12]...))
+	}
+	piiKV, err := js.KeyValue(ctx, pii.PIIBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lister, err := piiKV.ListKeysFiltered(ctx, p+".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for k := range lister.Keys() {
+		e, err := piiKV.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sample("sealed "+k, e.Value())
+		n++
+	}
+	if n < 3 {
+		t.Fatalf("%d sealed values for the subject, want the identifier, the registration, the consent and the collection", n)
+	}
+	keysKV, err := js.KeyValue(ctx, pii.KeysBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ke, err := keysKV.Get(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entry struct {
+		Wrapped string `json:"wrapped"`
+	}
+	if err := json.Unmarshal(ke.Value(), &entry); err != nil || entry.Wrapped == "" {
+		t.Fatalf("key entry %s: %v", ke.Value(), err)
+	}
+	sample("wrapped key", []byte(entry.Wrapped))
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for _, s := range samples {
+		for len(filesHolding(t, h.dir, s)) == 0 {
+			select {
+			case <-deadline:
+				t.Fatalf("sample %x never reached the disk: the scan would prove nothing", s)
+			case <-tick.C:
+			}
+		}
+	}
+
+	h.mustAppend(em, h.ev("privacy.data.erased", "er-res", subj, map[string]any{"scope": "all", "reason": "request"}))
+	h.mustAppend(em, h.ev("privacy.data.collected", "col-stay", "user-stays", map[string]any{
+		"categories": []string{"identity.contact"}, "purpose": "service_provision", "storage_region": "CN", "retention": "P1Y",
+		"fields": map[string]any{"email": "stays@example.cn"},
+	}))
+	h.down()
+	for _, s := range samples {
+		if files := filesHolding(t, h.dir, s); len(files) > 0 {
+			t.Errorf("after erasure, bytes %x of a sealed value or wrapped key remain in %v", s, files)
+			for _, f := range files {
+				b, _ := os.ReadFile(f)
+				for _, r := range parseBlock(t, b) {
+					if bytes.Contains(b[r.start:r.end], s) {
+						t.Logf("record %d of %s: %q", r.seq, f, b[r.body:r.end-blkHashSize])
+					}
+				}
+			}
+		}
+	}
 }

@@ -794,7 +794,7 @@ func TestOpenAPIConformance(t *testing.T) {
 		"consent_id": "oa-c1", "notice_version": "1.0",
 		"purposes":     []string{"service_provision", "customer_support"},
 		"categories":   []string{"identity.contact", "identity.basic"},
-		"destinations": []string{"SG"}, "method": "web-form",
+		"destinations": []string{"SG"}, "method": "web_form",
 	}))
 	c.emit(201, em, h.ev("privacy.data.collected", "oa-col-1", subj, map[string]any{
 		"categories": []string{"identity.contact"}, "purpose": "service_provision", "storage_region": "CN",

@@ -715,13 +715,15 @@ func limitsBattery(good []byte, tok, admin string) []hostile {
 	return xs
 }
 
-// authBattery: missing, malformed, wrong and revoked tokens (401); roles
+// authBattery: missing, malformed, wrong and revoked tokens, and tokens
+// outside the Bearer scheme (401; the scheme name itself is
+// case-insensitive, RFC 7235); roles
 // that may not use an endpoint and sources that are not the token's (403).
 func authBattery(good []byte, em, au, other *client.Client, revoked *client.TokenCreated) []hostile {
 	var xs []hostile
 	id, _, _ := strings.Cut(strings.TrimPrefix(em.Token, "cst_"), "_")
 	for _, a := range []string{"", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer cst_", "Bearer cst_0123456789abcdef_wrong",
-		"Bearer cst_" + id + "_" + strings.Repeat("A", 43), "Bearer " + revoked.Token, "bearer " + em.Token, "Bearer " + em.Token + "x",
+		"Bearer cst_" + id + "_" + strings.Repeat("A", 43), "Bearer " + revoked.Token, em.Token, " " + em.Token, "Bearer " + em.Token + "x",
 		"Token " + em.Token, "Bearer " + strings.Repeat("x", 20000), "Bearer cst_zzzzzzzzzzzzzzzz_x", "Bearer " + strings.ToUpper(em.Token)} {
 		xs = append(xs, hostile{name: fmt.Sprintf("Authorization %.40q", a), auth: a, body: good, status: 401, code: "unauthorized"})
 	}

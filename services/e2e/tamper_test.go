@@ -381,3 +381,58 @@ func TestTamperTruncatedTail(t *testing.T) {
 		})
 	}
 }
+
+// A consent withdrawal moved onto another data subject's NATS subject by an
+// insider who also recomputes NATS's checksum. The body, which the Merkle
+// tree covers, still names its own subject, so every checkpoint still
+// verifies; only the NATS subject changed. Custos used to project the
+// withdrawal onto the wrong subject and allow a transfer after it. It must
+// refuse to start, naming the sequence, and an auditor's verify against a
+// plain NATS server on the same store must name it too.
+func TestTamperMovedSubject(t *testing.T) {
+	h := start(t, func(c *app.Config) { c.CheckpointInterval = time.Hour })
+	em := h.emitter()
+	a, b := "user-moved-a", "user-moved-b"
+	h.register(em, a, "reg-moved-a", 30)
+	h.register(em, b, "reg-moved-b", 30)
+	h.consent(em, a, "c-moved-a", map[string]any{"destinations": []string{"SG"}, "recipients": []string{"acme-sg"}})
+	w := h.mustAppend(em, h.ev("privacy.consent.withdrawn", "wd-moved-a", a, map[string]any{"consent_id": "c-moved-a"})).seq()
+	h.mustDeny(em, h.transfer(a, "tr-moved-1", "SG", "standard_contract"), "CONSENT_WITHDRAWN")
+	size := int64(h.streamLen())
+	h.waitCheckpoint(size)
+	h.waitMirror()
+	pa, pb := h.app.Ledger.Pseudonym(a), h.app.Ledger.Pseudonym(b)
+	if len(pa) != len(pb) {
+		t.Fatalf("pseudonyms of different lengths: %s %s", pa, pb)
+	}
+	f := &tamperFixture{h: h, checkpoints: []int64{size}}
+	h.down()
+
+	for _, blk := range f.lastBlocks(t) {
+		r := blk.record(t, w)
+		subj := blk.buf[r.start+blkHdrSize : r.start+blkHdrSize+int(binary.LittleEndian.Uint16(blk.buf[r.start+20:]))]
+		i := bytes.Index(subj, []byte(pa))
+		if i < 0 {
+			t.Fatalf("record %d's NATS subject %s does not name %s", w, subj, pa)
+		}
+		copy(subj[i:], pb)
+		rehash(blk.buf, r, ledger.StreamName, blk.index)
+		blk.write(t)
+	}
+
+	err := f.startOnTampered(t)
+	want := fmt.Sprintf("sequence %d is stored under NATS subject %s but its body belongs under %s", w,
+		ledger.SubjectFor(pb, "privacy.consent.withdrawn"), ledger.SubjectFor(pa, "privacy.consent.withdrawn"))
+	if !errors.Is(err, ledger.ErrIntegrity) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("start on a store with record %d moved to another subject: %v; want an integrity error %q", w, err, want)
+	}
+
+	s := f.plainNATS(t)
+	if m, err := s.GetMsg(context.Background(), w); err != nil || m.Subject != ledger.SubjectFor(pb, "privacy.consent.withdrawn") {
+		t.Fatalf("NATS should serve the moved record %d under the other subject: %v", w, err)
+	}
+	rep, code := f.verifyNATS(t)
+	if code != 1 || rep.OK || rep.FirstBadSeq != w || rep.Problem != want {
+		t.Fatalf("verify: exit %d %+v; want exit 1 naming sequence %d: %q", code, rep, w, want)
+	}
+}

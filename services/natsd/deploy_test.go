@@ -33,6 +33,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"custos.dev/ledger"
+	"custos.dev/ledger/state"
 	"custos.dev/services/natsd"
 )
 
@@ -379,7 +380,7 @@ type ledgerNode struct {
 
 func startLedgerNode(t *testing.T, ctx context.Context) *ledgerNode {
 	t.Helper()
-	n := &ledgerNode{leafPort: freePort(t), record: `{"n":0}`, checkBody: "note"}
+	n := &ledgerNode{leafPort: freePort(t), record: placedRecord(0), checkBody: "note"}
 	n.ns = startFromConfig(t, "ledger-node.conf", func(o *server.Options) { o.LeafNode.Host, o.LeafNode.Port = "127.0.0.1", n.leafPort })
 	n.custos = connect(t, n.ns.ClientURL(), "custos", deployEnv["CUSTOS_NATS_PASSWORD"])
 
@@ -393,7 +394,7 @@ func startLedgerNode(t *testing.T, ctx context.Context) *ledgerNode {
 			t.Fatalf("stream %s: deny_delete %v deny_purge %v", c.Name, c.DenyDelete, c.DenyPurge)
 		}
 	}
-	if ack, err := n.custos.js.Publish(ctx, "ledger.s.p0.t", []byte(n.record)); err != nil || ack.Sequence != 1 {
+	if ack, err := n.custos.js.Publish(ctx, "ledger.s.p0.t", []byte(n.record), jetstream.WithMsgID(state.IDKey("s", "i0"))); err != nil || ack.Sequence != 1 {
 		t.Fatalf("custos appends to the ledger: ack %+v, %v", ack, err)
 	}
 	if _, err := n.custos.js.Publish(ctx, ledger.CheckpointSubject, []byte(n.checkBody)); err != nil {
@@ -612,8 +613,8 @@ func TestRegulatorMirror(t *testing.T) {
 	})
 	bodies := []string{hub.record}
 	for i := 1; i < 3; i++ {
-		b := fmt.Sprintf(`{"n":%d}`, i)
-		if _, err := hub.custos.js.Publish(ctx, fmt.Sprintf("ledger.s.p%d.t", i), []byte(b)); err != nil {
+		b := placedRecord(i)
+		if _, err := hub.custos.js.Publish(ctx, fmt.Sprintf("ledger.s.p%d.t", i), []byte(b), jetstream.WithMsgID(state.IDKey("s", fmt.Sprintf("i%d", i)))); err != nil {
 			t.Fatal(err)
 		}
 		bodies = append(bodies, b)
@@ -1139,4 +1140,11 @@ func TestKubernetesManifests(t *testing.T) {
 	if !slices.Equal(secrets, []string{"custos-vault-approle/VAULT_ROLE_ID", "custos-vault-approle/VAULT_SECRET_ID"}) {
 		t.Errorf("custos env from secrets %v", secrets)
 	}
+}
+
+// placedRecord is the body of a record the ledger reader accepts under
+// ledger.s.p<i>.t with the deduplication id IDKey("s", "i<i>"): what a
+// record's body says about where it is stored must match where it is.
+func placedRecord(i int) string {
+	return fmt.Sprintf(`{"v":1,"type":"t","id":"i%d","source":"s","subject":"p%d"}`, i, i)
 }

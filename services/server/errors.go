@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -118,6 +119,8 @@ func toAPIError(err error) *Error {
 		return errorf(CodeNotFound, "not found")
 	case errors.Is(err, ledger.ErrUnavailable), errors.Is(err, ledger.ErrClosed):
 		return errorf(CodeUnavailable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return errorf(CodeUnavailable, "the request took too long; retry it (a re-sent event is answered as a duplicate if it was recorded)")
 	case errors.Is(err, ledger.ErrIntegrity):
 		return errorf(CodeUnavailable, "ledger integrity failure: appends are stopped; run custos verify")
 	case errors.Is(err, auth.ErrNoToken):
@@ -146,8 +149,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Debug("request refused", "method", r.Method, "route", route, "code", e.Code, "field", e.Field)
 	}
 	s.metrics.errors.WithLabelValues(e.Code).Inc()
-	if e.Code == CodeRateLimited {
+	switch e.Code {
+	case CodeRateLimited:
 		w.Header().Set("Retry-After", "1")
+	case CodeUnavailable:
+		w.Header().Set("Retry-After", "2")
 	}
 	writeJSON(w, status(e.Code), ErrorBody{Error: e, Decision: e.Decision, Seq: e.Seq})
 }

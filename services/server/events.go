@@ -1,12 +1,14 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"custos.dev/ledger"
 	"custos.dev/ledger/event"
@@ -86,7 +88,6 @@ func checkSource(t *auth.Token, e *event.Event) error {
 func (s *Server) handleEmit(w http.ResponseWriter, r *http.Request) error {
 	single, batch, err := s.decodeRequest(w, r)
 	if err != nil {
-		s.countInvalid(err)
 		return err
 	}
 	t := tokenFrom(r)
@@ -94,7 +95,9 @@ func (s *Server) handleEmit(w http.ResponseWriter, r *http.Request) error {
 		if err := checkSource(t, single); err != nil {
 			return err
 		}
-		rc, err := s.l.Append(r.Context(), single)
+		ctx, cancel := appendContext(r)
+		defer cancel()
+		rc, err := s.l.Append(ctx, single)
 		if err != nil {
 			return err
 		}
@@ -106,25 +109,41 @@ func (s *Server) handleEmit(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	results := make([]Result, 0, len(batch))
+	ctx, cancel := appendContext(r)
+	defer cancel()
 	for _, raw := range batch {
-		results = append(results, s.appendOne(r, t, raw))
+		results = append(results, s.appendOne(ctx, t, raw))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": results})
 	return nil
 }
 
-func (s *Server) appendOne(r *http.Request, t *auth.Token, raw []byte) Result {
+// appendTimeout bounds one request's decisions and appends.
+const appendTimeout = 30 * time.Second
+
+// appendContext is the context events are decided and appended on: the
+// client's departure does not cancel it, so a decision is never made on a
+// cancelled context (which would record a spurious POLICY_ERROR denial) and
+// an append that started finishes; the answer then goes nowhere, and a
+// re-send is answered from the ledger as a duplicate.
+func appendContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(r.Context()), appendTimeout)
+}
+
+func (s *Server) appendOne(ctx context.Context, t *auth.Token, raw []byte) Result {
 	e, err := event.Decode(raw, s.l.Now())
 	if err == nil {
 		err = checkSource(t, e)
 	}
 	var rc *ledger.Receipt
 	if err == nil {
-		rc, err = s.l.Append(r.Context(), e)
+		rc, err = s.l.Append(ctx, e)
 	}
 	if err != nil {
-		s.countInvalid(err)
 		ae := toAPIError(err)
+		// A batch answers 200 with a status per entry, so writeError does
+		// not count these.
+		s.metrics.errors.WithLabelValues(ae.Code).Inc()
 		return Result{Status: status(ae.Code), Error: ae, Decision: ae.Decision, Seq: ae.Seq}
 	}
 	res := Result{Status: http.StatusCreated, Seq: rc.Seq, LeafHash: rc.LeafHash, Decision: &rc.Decision}
@@ -132,13 +151,6 @@ func (s *Server) appendOne(r *http.Request, t *auth.Token, raw []byte) Result {
 		res.Status = http.StatusOK
 	}
 	return res
-}
-
-func (s *Server) countInvalid(err error) {
-	var fe *event.FieldError
-	if errors.As(err, &fe) {
-		s.metrics.errors.WithLabelValues(CodeInvalidEvent).Inc()
-	}
 }
 
 func (s *Server) handleDecide(w http.ResponseWriter, r *http.Request) error {
@@ -157,7 +169,9 @@ func (s *Server) handleDecide(w http.ResponseWriter, r *http.Request) error {
 	if err := checkSource(tokenFrom(r), single); err != nil {
 		return err
 	}
-	d, err := s.l.Decide(r.Context(), single)
+	ctx, cancel := appendContext(r)
+	defer cancel()
+	d, err := s.l.Decide(ctx, single)
 	if err != nil {
 		return err
 	}

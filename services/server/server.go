@@ -184,8 +184,7 @@ func tokenFrom(r *http.Request) *auth.Token {
 // authed checks the bearer token, the role and the token's rate limit.
 func (s *Server) authed(role string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		secret, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		t, err := s.tokens.Check(strings.TrimSpace(secret))
+		t, err := s.tokens.Check(bearer(r.Header.Get("Authorization")))
 		if err != nil {
 			s.metrics.authFail.WithLabelValues("unauthorized").Inc()
 			s.writeError(w, r, err)
@@ -205,6 +204,17 @@ func (s *Server) authed(role string, h func(http.ResponseWriter, *http.Request) 
 			s.writeError(w, r, err)
 		}
 	})
+}
+
+// bearer is the token of an Authorization header in the Bearer scheme (RFC
+// 6750; the scheme name is case-insensitive), "" for any other: a bare
+// token is not accepted.
+func bearer(h string) string {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
 }
 
 func (s *Server) limiter(id string) *rate.Limiter {

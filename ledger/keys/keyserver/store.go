@@ -204,10 +204,28 @@ func writeAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err = f.Close(); err != nil {
 		return err
 	}
+	// The file being replaced is overwritten once the new one is in place:
+	// a rename only unlinks it, leaving an older key's sealed bytes on disk.
+	// It is held open across the rename so the overwrite reaches its inode.
+	old, oerr := os.OpenFile(path, os.O_WRONLY, 0)
+	if oerr == nil {
+		defer old.Close()
+	}
 	if err = os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	if err = syncDir(dir); err != nil {
+		return err
+	}
+	if oerr == nil {
+		if info, serr := old.Stat(); serr == nil {
+			if _, err = old.WriteAt(make([]byte, info.Size()), 0); err != nil {
+				return fmt.Errorf("overwrite the replaced %s: %w", filepath.Base(path), err)
+			}
+			return old.Sync()
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {
