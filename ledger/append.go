@@ -336,7 +336,7 @@ func (l *Ledger) appendDenial(ctx context.Context, e *event.Event, p, key, mac s
 		RecordedAt: record.FormatTime(l.now()),
 		Data: marshalJSON(record.Denied{
 			Digest: "sha256:" + base64.StdEncoding.EncodeToString(sum[:]), Type: e.Type, Source: e.Source, ID: e.ID,
-			Attempted: attempted, Decision: dec,
+			Time: record.FormatTime(e.Time), Attempted: attempted, Decision: dec,
 		}),
 	}
 	rc, err := l.publish(ctx, p, rec, state.IDKey(InternalSource, id), last)

@@ -116,8 +116,13 @@ func (r *Reader) LastSeq(ctx context.Context) (uint64, error) {
 	return s.CachedInfo().State.LastSeq, nil
 }
 
+// replayInactive is how long an abandoned replay's consumer outlives it.
+const replayInactive = 5 * time.Second
+
 func replayStream(ctx context.Context, s jetstream.Stream, f Filter, fn func(Entry) error) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	// The server drops the consumer soon after the replay stops pulling,
+	// instead of keeping it (and its state) for the default five minutes.
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: replayInactive}
 	cfg.FilterSubjects = f.natsSubjects()
 	if f.FromSeq > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.FromSeq

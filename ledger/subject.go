@@ -12,13 +12,16 @@ import (
 	"custos.dev/ledger/state"
 )
 
-// SubjectAt rebuilds a subject's state from the ledger as of at (the zero
-// time: everything). It reads only that subject's records, through the
-// stream's subject index, so its cost does not grow with the ledger.
+// SubjectAt rebuilds a subject's state as the ledger had recorded it by
+// at: records are taken by when they were recorded, not by the time their
+// events claim, so a backdated consent does not appear in the state of an
+// instant before it was recorded (its event time is shown in the state).
+// It reads only that subject's records, through the stream's subject index,
+// so its cost does not grow with the ledger.
 func (l *Ledger) SubjectAt(ctx context.Context, p string, at time.Time) (*state.Subject, error) {
 	s := state.NewSubject(p)
 	err := l.subjectRecords(ctx, p, func(seq uint64, r *record.Record) error {
-		if !at.IsZero() && r.EventTime().After(at) {
+		if recorded, err := time.Parse(time.RFC3339Nano, r.RecordedAt); err != nil || recorded.After(at) {
 			return nil
 		}
 		return s.Apply(seq, r)

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -99,6 +100,12 @@ type Contents struct {
 	Checkpoints []Checkpoint
 	Inclusion   []Inclusion
 	Consistency []Consistency
+	// Damaged names the files that do not match their manifest digests.
+	// Read keeps going so that Verify can name the first bad sequence.
+	Damaged []string
+	// eventsCut is set when events.ndjson stops parsing: Events then holds
+	// the lines before the damage.
+	eventsCut string
 }
 
 // Write writes c as a bundle to w, filling in the manifest's file digests
@@ -203,14 +210,17 @@ func Read(r io.Reader) (*Contents, error) {
 		}
 		sum := sha256.Sum256(b)
 		if c.Manifest.Files[name] != "sha256:"+hex.EncodeToString(sum[:]) {
-			return nil, fmt.Errorf("%w: %s does not match its digest in the manifest", ErrInvalid, name)
+			c.Damaged = append(c.Damaged, name)
 		}
 	}
 	if strings.TrimSpace(string(files[KeyFile])) != c.Manifest.VerifierKey {
 		return nil, fmt.Errorf("%w: %s differs from the manifest's verifier key", ErrInvalid, KeyFile)
 	}
 	if err := lines(files[EventsFile], &c.Events); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, EventsFile, err)
+		if !slices.Contains(c.Damaged, EventsFile) {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, EventsFile, err)
+		}
+		c.eventsCut = err.Error()
 	}
 	if err := lines(files[CheckpointsFile], &c.Checkpoints); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, CheckpointsFile, err)
@@ -347,6 +357,9 @@ func Verify(c *Contents, trustedKey string) *Result {
 			return bad(e.Seq, 0, "sequence %d is not the event the signed tree holds: it was altered", e.Seq)
 		}
 	}
+	if c.eventsCut != "" {
+		return bad(next, 0, "sequence %d is damaged: %s %s does not parse", next, EventsFile, c.eventsCut)
+	}
 	if len(c.Events) == 0 && (m.FromSeq != 0 || m.ToSeq != 0) {
 		// An export whose range matched nothing says 0..0; a bundle that
 		// names a range must hold it, or stripping every event would pass.
@@ -354,6 +367,9 @@ func Verify(c *Contents, trustedKey string) *Result {
 	}
 	if len(c.Events) > 0 && next-1 != m.ToSeq {
 		return bad(next, 0, "the bundle ends at sequence %d, the manifest says %d", next-1, m.ToSeq)
+	}
+	if len(c.Damaged) > 0 {
+		return bad(0, 0, "%s does not match its digest in the manifest, though every event verifies", strings.Join(c.Damaged, ", "))
 	}
 	res.OK = true
 	return res

@@ -220,17 +220,8 @@ func TestReadRefusesMalformedBundles(t *testing.T) {
 	}
 
 	for name, b := range map[string][]byte{
-		"not gzip": []byte("manifest.json"),
-		"empty":    nil,
-		"digest mismatch": pack(t, func() []entry {
-			out := append([]entry(nil), good...)
-			for i := range out {
-				if out[i].hdr.Name == bundle.EventsFile {
-					out[i].data = bytes.Replace(out[i].data, []byte("marketing"), []byte("marketinG"), 1)
-				}
-			}
-			return out
-		}()),
+		"not gzip":                   []byte("manifest.json"),
+		"empty":                      nil,
 		"duplicate entry":            pack(t, with(events)),
 		"duplicate manifest":         pack(t, with(manifest)),
 		"path traversal":             pack(t, renamed(bundle.EventsFile, "../"+bundle.EventsFile)),
@@ -245,7 +236,6 @@ func TestReadRefusesMalformedBundles(t *testing.T) {
 		"missing key":                pack(t, without(bundle.KeyFile)),
 		"unknown format":             pack(t, setManifest(func(m map[string]any) { m["format"] = "custos-audit-bundle/2" })),
 		"unknown manifest field":     pack(t, setManifest(func(m map[string]any) { m["extra"] = 1 })),
-		"digest of another file":     pack(t, setManifest(func(m map[string]any) { f := m["files"].(map[string]any); f["events.ndjson"] = f["inclusion.ndjson"] })),
 		"manifest not json":          pack(t, redigestManifest(good, []byte("{"))),
 		"event line not json":        pack(t, redigest(t, good, bundle.EventsFile, []byte("{\"seq\":2,\"event\":{}}\nnot json\n"))),
 		"unknown event field":        pack(t, redigest(t, good, bundle.EventsFile, []byte(`{"seq":2,"event":{},"email":"a@b"}`+"\n"))),
@@ -261,5 +251,57 @@ func TestReadRefusesMalformedBundles(t *testing.T) {
 func redigestManifest(entries []entry, data []byte) []entry {
 	out := append([]entry(nil), entries...)
 	out[0].data = data
+	return out
+}
+
+// A file that does not match its digest is read anyway, so that Verify can
+// name the first sequence that is wrong; a damage no event shows is still a
+// failure, naming the file.
+func TestVerifyNamesTheSequenceOfADamagedEvent(t *testing.T) {
+	l := newLog(t)
+	good := unpack(t, write(t, l.contents(t)))
+	damaged := append([]entry(nil), good...)
+	var seq uint64
+	for i := range damaged {
+		if damaged[i].hdr.Name == bundle.EventsFile {
+			for n, line := range bytes.Split(damaged[i].data, []byte("\n")) {
+				if bytes.Contains(line, []byte("marketing")) {
+					seq = uint64(n + 1)
+					break
+				}
+			}
+			damaged[i].data = bytes.Replace(damaged[i].data, []byte("marketing"), []byte("marketinG"), 1)
+		}
+	}
+	c, err := bundle.Read(bytes.NewReader(pack(t, damaged)))
+	if err != nil {
+		t.Fatalf("Read of a bundle with a damaged event: %v", err)
+	}
+	res := bundle.Verify(c, "")
+	first := c.Events[0].Seq
+	if res.OK || res.FirstBadSeq != first+seq-1 || !strings.Contains(res.Problem, "altered") {
+		t.Errorf("Verify: %+v; want sequence %d named as altered", res, first+seq-1)
+	}
+
+	b := pack(t, setManifestOf(t, good, func(m map[string]any) { f := m["files"].(map[string]any); f["events.ndjson"] = f["inclusion.ndjson"] }))
+	if c, err = bundle.Read(bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	if res := bundle.Verify(c, ""); res.OK || !strings.Contains(res.Problem, "events.ndjson does not match its digest") {
+		t.Errorf("a wrong digest alone: %+v", res)
+	}
+}
+
+// setManifestOf is entries with the manifest (the first entry) edited.
+func setManifestOf(t *testing.T, entries []entry, edit func(m map[string]any)) []entry {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(entries[0].data, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	b, _ := json.Marshal(m)
+	out := append([]entry(nil), entries...)
+	out[0].data = b
 	return out
 }

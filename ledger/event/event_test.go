@@ -322,6 +322,9 @@ func badInputs() []badCase {
 		{name: "expires prose", body: con(strings.Replace(granted, `}`, `,"expires":"next year"}`, 1)), field: "data.expires"},
 		{name: "purposes missing", body: con(`{"consent_id":"c-1","notice_version":"2.0","categories":["identity.contact"]}`), field: "data.purposes", msg: "required"},
 		{name: "method empty", body: con(strings.Replace(granted, `}`, `,"method":""}`, 1)), field: "data.method"},
+		{name: "lone high surrogate", body: con(strings.Replace(granted, `"notice_version":"2.0"`, `"notice_version":"2.0\ud800"`, 1)), field: "data.notice_version", msg: "lone UTF-16 surrogate"},
+		{name: "lone low surrogate", body: con(strings.Replace(granted, `"notice_version":"2.0"`, `"notice_version":"\udc00x"`, 1)), field: "data.notice_version", msg: "lone UTF-16 surrogate"},
+		{name: "reversed surrogates", body: con(strings.Replace(granted, `"notice_version":"2.0"`, `"notice_version":"\ude00\ud83d"`, 1)), field: "data.notice_version", msg: "lone UTF-16 surrogate"},
 		{name: "method free text", body: con(strings.Replace(granted, `}`, `,"method":"phoned Li Wei on 13900000000"}`, 1)), field: "data.method", msg: "not a known consent method"},
 		{name: "guardian relation free text", body: con(strings.Replace(granted, `}`, `,"guardian":{"ref":"g-1","relation":"Wang Fang, her aunt"}}`, 1)), field: "data.guardian.relation", msg: "not a known guardian relation"},
 
@@ -594,5 +597,15 @@ func TestLargeContainers(t *testing.T) {
 	_, err = event.Decode([]byte(ev(event.TypeDataUsed, members.String())), now)
 	if !errors.As(err, &fe) || fe.Field != "data" || !strings.Contains(fe.Message, "more than 1000") {
 		t.Errorf("1001 members: %v", err)
+	}
+}
+
+// A surrogate pair, and an escaped backslash before "ud800", are text.
+func TestSurrogatePairsAccepted(t *testing.T) {
+	for _, v := range []string{`2.0\ud83d\ude00`, `2.0\\ud800`} {
+		data := strings.Replace(granted, `"notice_version":"2.0"`, `"notice_version":"`+v+`"`, 1)
+		if _, err := event.Decode([]byte(ev(event.TypeConsentGranted, data)), now); err != nil {
+			t.Errorf("%s: %v", v, err)
+		}
 	}
 }

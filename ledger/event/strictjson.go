@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -113,6 +114,9 @@ func (p *parser) value(path string, depth int) (*node, *FieldError) {
 		if !utf8.Valid(raw) {
 			return nil, fieldErr(path, "not valid UTF-8")
 		}
+		if loneSurrogate(raw) {
+			return nil, fieldErr(path, "has a \\u escape of a lone UTF-16 surrogate, which is no character")
+		}
 		return &node{kind: jString, str: tok.String()}, nil
 	case '0':
 		return &node{kind: jNumber, str: tok.String()}, nil
@@ -142,7 +146,7 @@ func (p *parser) object(path string, depth int) (*node, *FieldError) {
 		if len(n.keys) == maxEntries {
 			return nil, fieldErr(path, "has more than 1000 members")
 		}
-		if !utf8.Valid(raw) {
+		if !utf8.Valid(raw) || loneSurrogate(raw) {
 			return nil, fieldErr(path, "a member name is not valid UTF-8")
 		}
 		child := join(path, key)
@@ -197,6 +201,53 @@ func (p *parser) array(path string, depth int) (*node, *FieldError) {
 // rawScalar returns the JSON text of a string, number or boolean node:
 // strings re-encoded canonically (without HTML escaping, so the stored
 // value is what was sent), numbers exactly as written.
+// loneSurrogate reports whether a raw JSON string holds a \u escape of a
+// UTF-16 surrogate that is not half of a pair. Decoders silently turn one
+// into U+FFFD, so the value stored would not be the value sent.
+func loneSurrogate(raw []byte) bool {
+	pending := false // the previous escape was a high surrogate
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			if pending {
+				return true
+			}
+			continue
+		}
+		if i+1 < len(raw) && raw[i+1] != 'u' {
+			if pending {
+				return true
+			}
+			i++ // an escaped character, perhaps a backslash
+			continue
+		}
+		if i+5 >= len(raw) {
+			return pending
+		}
+		v, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+		if err != nil {
+			return pending
+		}
+		i += 5
+		switch {
+		case v >= 0xD800 && v <= 0xDBFF:
+			if pending {
+				return true
+			}
+			pending = true
+		case v >= 0xDC00 && v <= 0xDFFF:
+			if !pending {
+				return true
+			}
+			pending = false
+		default:
+			if pending {
+				return true
+			}
+		}
+	}
+	return pending
+}
+
 func rawScalar(n *node) json.RawMessage {
 	switch n.kind {
 	case jNumber:

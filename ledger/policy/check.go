@@ -49,7 +49,7 @@ func Check(ctx context.Context, fsys fs.FS) ([]Problem, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the policy set: %w", err)
 	}
-	var problems []Problem
+	problems := []Problem{}
 	modules := map[string]*ast.Module{}
 	for _, f := range files {
 		if !f.isRego() {

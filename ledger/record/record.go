@@ -64,10 +64,13 @@ type Record struct {
 // Denied is the data of a custos.decision.denied record.
 type Denied struct {
 	// Digest is SHA-256 over the redacted attempted event (Attempted's bytes).
-	Digest    string          `json:"digest"`
-	Type      string          `json:"attempted_type"`
-	Source    string          `json:"attempted_source"`
-	ID        string          `json:"attempted_id"`
+	Digest string `json:"digest"`
+	Type   string `json:"attempted_type"`
+	Source string `json:"attempted_source"`
+	ID     string `json:"attempted_id"`
+	// Time is the attempted event's own time; the record's time is when
+	// Custos refused it. Absent in denials recorded before it was kept.
+	Time      string          `json:"attempted_time,omitempty"`
 	Attempted json.RawMessage `json:"attempted"`
 	Decision  policy.Decision `json:"decision"`
 }

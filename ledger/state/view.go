@@ -225,6 +225,11 @@ func (v *View) registerEntry(seq uint64, pseudonym string, r *record.Record) *Re
 			return nil
 		}
 		data, typ, dec, e.Allowed = d.Attempted, d.Type, &d.Decision, false
+		// A blocked attempt is registered at the time it claimed, like an
+		// allowed one.
+		if t, err := time.Parse(time.RFC3339Nano, d.Time); err == nil {
+			e.Time = t
+		}
 	}
 	e.Kind = typ
 	if dec != nil {

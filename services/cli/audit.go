@@ -84,6 +84,8 @@ a well-formed bundle (a damaged file is a failure, not a usage error);
 			defer f.Close()
 			c, err := bundle.Read(bufio.NewReader(f))
 			if err != nil {
+				res := bundle.Result{Problem: err.Error()}
+				_ = e.print(res, func(w io.Writer) { fmt.Fprintf(w, "INTEGRITY FAILURE: %s\n", res.Problem) })
 				return withCode(ExitIntegrity, err)
 			}
 			key, err := readKey(trusted)

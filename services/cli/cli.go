@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -82,13 +84,33 @@ func (e *env) root() *cobra.Command {
 		Long:          "Custos records every collection, consent, use, sharing, transfer, rights request and erasure of personal data as a provable fact on an append-only ledger (NATS JetStream), decided beforehand by Rego policies, with keys in Vault.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return checkOutput(cmd, e.output)
+		},
 	}
-	root.PersistentFlags().StringVarP(&e.output, "output", "o", "text", "output format: text or json (replay also takes ndjson and csv)")
+	root.PersistentFlags().StringVarP(&e.output, "output", "o", "text", "output format: text or json (replay also takes ndjson, csv and iso27560; transfers also csv)")
 	root.PersistentFlags().StringVar(&e.server, "server", "http://127.0.0.1:8080", "Custos server URL (client commands)")
 	root.PersistentFlags().StringVar(&e.token, "token", "", "API token (default $CUSTOS_TOKEN)")
 	root.AddCommand(e.serveCmd(), e.tokenCmd(), e.emitCmd(), e.replayCmd(), e.verifyCmd(), e.auditCmd(),
 		e.policyCmd(), e.transfersCmd(), e.rightsCmd(), e.versionCmd(), e.benchCmd())
 	return root
+}
+
+// outputsAnnotation lists, on a command, the --output values it takes
+// beyond text and json.
+const outputsAnnotation = "custos/outputs"
+
+// checkOutput refuses an --output value the command does not produce: a
+// typo must not silently give the default format.
+func checkOutput(cmd *cobra.Command, output string) error {
+	allowed := []string{"text", "json"}
+	if extra := cmd.Annotations[outputsAnnotation]; extra != "" {
+		allowed = append(allowed, strings.Split(extra, ",")...)
+	}
+	if !slices.Contains(allowed, output) {
+		return withCode(ExitUsage, fmt.Errorf("--output %q: %s takes %s", output, cmd.CommandPath(), strings.Join(allowed, ", ")))
+	}
+	return nil
 }
 
 func (e *env) client() *client.Client {

@@ -21,9 +21,10 @@ func (e *env) transfersCmd() *cobra.Command {
 	var from, to, dest string
 	var csvOut bool
 	cmd := &cobra.Command{
-		Use:   "transfers",
-		Short: "The register of cross-border transfers and blocked attempts (auditor token)",
-		Args:  cobra.NoArgs,
+		Use:         "transfers",
+		Annotations: map[string]string{outputsAnnotation: "csv"},
+		Short:       "The register of cross-border transfers and blocked attempts (auditor token)",
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q := url.Values{}
 			for k, v := range map[string]string{"from": from, "to": to, "destination": dest} {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -13,11 +14,20 @@ import (
 	"custos.dev/policies"
 )
 
-func policyDir(args []string) (fs.FS, string) {
+// policyDir is the set a policy command works on; a directory that cannot
+// be read is an error naming it (os.DirFS would name only ".").
+func policyDir(args []string) (fs.FS, string, error) {
 	if len(args) == 1 {
-		return os.DirFS(args[0]), args[0]
+		info, err := os.Stat(args[0])
+		if err != nil {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("policy directory %s: %w", args[0], errors.Unwrap(err)))
+		}
+		if !info.IsDir() {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("policy directory %s: not a directory", args[0]))
+		}
+		return os.DirFS(args[0]), args[0], nil
 	}
-	return policies.FS(), "(built-in)"
+	return policies.FS(), "(built-in)", nil
 }
 
 func (e *env) policyCmd() *cobra.Command {
@@ -27,7 +37,10 @@ func (e *env) policyCmd() *cobra.Command {
 		Short: "Run the Rego unit tests of a policy directory (default: the built-in set), with coverage",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fsys, name := policyDir(args)
+			fsys, name, err := policyDir(args)
+			if err != nil {
+				return err
+			}
 			rep, err := policy.Test(cmd.Context(), fsys)
 			if err != nil {
 				return withCode(ExitUsage, err)
@@ -47,7 +60,10 @@ func (e *env) policyCmd() *cobra.Command {
 		Short: "Compile (strict) and format-check a policy directory",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fsys, name := policyDir(args)
+			fsys, name, err := policyDir(args)
+			if err != nil {
+				return err
+			}
 			problems, err := policy.Check(cmd.Context(), fsys)
 			if err != nil {
 				return withCode(ExitUsage, err)

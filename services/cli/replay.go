@@ -23,12 +23,14 @@ type storedEvent struct {
 	Time     string          `json:"time"`
 	Subject  string          `json:"subject"`
 	Data     json.RawMessage `json:"data"`
-	Decision *struct {
-		Allow   bool `json:"allow"`
-		Reasons []struct {
-			Code string `json:"code"`
-		} `json:"reasons"`
-	} `json:"decision"`
+	Decision *decisionView   `json:"decision"`
+}
+
+type decisionView struct {
+	Allow   bool `json:"allow"`
+	Reasons []struct {
+		Code string `json:"code"`
+	} `json:"reasons"`
 }
 
 func (e *env) replayCmd() *cobra.Command {
@@ -36,8 +38,9 @@ func (e *env) replayCmd() *cobra.Command {
 	var fromSeq, toSeq uint64
 	var stateOnly bool
 	cmd := &cobra.Command{
-		Use:   "replay",
-		Short: "Stream ledger events (auditor token), or a subject's state at an instant",
+		Use:         "replay",
+		Annotations: map[string]string{outputsAnnotation: "ndjson,csv,iso27560"},
+		Short:       "Stream ledger events (auditor token), or a subject's state at an instant",
 		Long: `Stream stored events in sequence order, filtered by data subject, type,
 event time and sequence range. --output ndjson prints each stored record
 byte for byte (one per line, with its sequence and leaf hash); csv and json
@@ -146,6 +149,15 @@ func (e *env) replay(cmd *cobra.Command, c *client.Client, q url.Values) error {
 		var ev storedEvent
 		_ = json.Unmarshal(l.Event, &ev)
 		allow, reasons := "", ""
+		if ev.Decision == nil && ev.Type == "custos.decision.denied" {
+			// A denial's decision is in its data, beside the attempt.
+			var d struct {
+				Decision *decisionView `json:"decision"`
+			}
+			if json.Unmarshal(ev.Data, &d) == nil {
+				ev.Decision = d.Decision
+			}
+		}
 		if ev.Decision != nil {
 			allow = strconv.FormatBool(ev.Decision.Allow)
 			var codes []string

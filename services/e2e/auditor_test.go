@@ -317,3 +317,41 @@ func TestAuditorCannotEmit(t *testing.T) {
 		t.Fatal("auditor NATS user could publish to the ledger")
 	}
 }
+
+// The state at an instant is what the ledger had recorded by then: a
+// consent sent later with an earlier event time does not appear at an
+// instant before it was recorded (its event time is shown once it does),
+// and an instant before anything, the year 1 included, is the empty state.
+func TestPointInTimeIsByRecordedTime(t *testing.T) {
+	h := start(t)
+	em := h.emitter()
+	s := "user-backdated"
+	h.register(em, s, "reg-back", 30)
+	recordedBefore := h.clock.Now()
+	h.clock.Advance(time.Hour)
+	c := h.ev("privacy.consent.granted", "c-back", s, map[string]any{
+		"consent_id": "c-back", "notice_version": "1.0", "purposes": []string{"service_provision"}, "categories": []string{"identity.contact"},
+	})
+	c["time"] = recordedBefore.Add(-time.Hour).Format(time.RFC3339)
+	h.mustAppend(em, c)
+
+	au := h.auditor()
+	state := func(at string) map[string]any {
+		var st map[string]any
+		if err := au.GetJSON(context.Background(), "/v1/subjects/"+s+"/state", url.Values{"at": {at}}, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if n := len(state(recordedBefore.Format(time.RFC3339))["consents"].([]any)); n != 0 {
+		t.Errorf("at an instant before the backdated consent was recorded: %d consents, want 0", n)
+	}
+	later := state(h.clock.Now().Format(time.RFC3339))
+	cs := later["consents"].([]any)
+	if len(cs) != 1 || cs[0].(map[string]any)["granted_at"] != c["time"] {
+		t.Errorf("once recorded, the consent with its event time %v: %v", c["time"], cs)
+	}
+	if st := state("0001-01-01T00:00:00Z"); st["registered"] != false || len(st["consents"].([]any)) != 0 {
+		t.Errorf("the state at year 1 is not empty: %v", st)
+	}
+}

@@ -89,3 +89,31 @@ func writeJSON(t *testing.T, path string, v any) {
 		t.Fatal(err)
 	}
 }
+
+// Smaller promises of the command line: an --output a command does not
+// produce is exit 2; policy check names a missing directory and lists no
+// problems as []; replay's CSV gives a denial's allow and reasons.
+func TestCommandLineDetails(t *testing.T) {
+	if code, _, errOut := run(t, nil, "version", "--output", "yaml"); code != 2 || !strings.Contains(errOut, `--output "yaml"`) {
+		t.Errorf("version --output yaml: exit %d %s", code, errOut)
+	}
+	if code, _, errOut := run(t, nil, "transfers", "--output", "ndjson"); code != 2 || !strings.Contains(errOut, "transfers takes text, json, csv") {
+		t.Errorf("transfers --output ndjson: exit %d %s", code, errOut)
+	}
+	if code, _, errOut := run(t, nil, "policy", "check", "/nonexistent-policies", "--output", "json"); code != 2 || !strings.Contains(errOut, "/nonexistent-policies") {
+		t.Errorf("policy check of a missing directory: exit %d %s", code, errOut)
+	}
+	if code, out, _ := run(t, nil, "policy", "check", "--output", "json"); code != 0 || !strings.Contains(out, `"problems": []`) {
+		t.Errorf("policy check of the built-in set: exit %d %s", code, out)
+	}
+
+	h := start(t)
+	em := h.emitter()
+	h.register(em, "cli-csv", "reg-cli-csv", 30)
+	h.mustDeny(em, h.transfer("cli-csv", "tr-cli-csv", "US", "standard_contract"), "DESTINATION_NOT_ALLOWED")
+	au := map[string]string{"CUSTOS_TOKEN": h.auditor().Token}
+	code, out, errOut := run(t, au, "replay", "--server", h.app.URL, "--type", "custos.decision.denied", "--output", "csv")
+	if code != 0 || !strings.Contains(out, ",false,DESTINATION_NOT_ALLOWED;NO_SEPARATE_CONSENT,") {
+		t.Errorf("replay csv of a denial: exit %d %s %s", code, out, errOut)
+	}
+}

@@ -414,3 +414,16 @@ func findConfig(t *testing.T, dir string) string {
 	}
 	return p
 }
+
+// readyz asks /readyz, with the admin token when withToken (the checks'
+// details are shown only then).
+func (h *harness) readyz(withToken bool) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, h.app.URL+"/readyz", nil)
+	if err != nil {
+		return nil, err
+	}
+	if withToken {
+		req.Header.Set("Authorization", "Bearer "+h.admin.Token)
+	}
+	return http.DefaultClient.Do(req)
+}

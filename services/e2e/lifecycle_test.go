@@ -93,6 +93,8 @@ func TestResentDenialIsAnsweredFromTheLedger(t *testing.T) {
 	h.register(em, s, "reg-resend", 30)
 	before := h.streamLen()
 	blocked := h.transfer(s, "tr-resend", "US", "standard_contract")
+	claimed := h.clock.Now().Add(-30 * time.Minute).Format(time.RFC3339)
+	blocked["time"] = claimed
 	var seqs []uint64
 	for i := 0; i < 5; i++ {
 		r := h.mustDeny(em, blocked, "DESTINATION_NOT_ALLOWED")
@@ -106,6 +108,19 @@ func TestResentDenialIsAnsweredFromTheLedger(t *testing.T) {
 			t.Errorf("re-sent denials answered with sequences %v, want the first one each time", seqs)
 			break
 		}
+	}
+	// The blocked attempt is registered at the time it claimed.
+	var reg struct {
+		Transfers []struct {
+			TransferID string    `json:"transfer_id"`
+			Time       time.Time `json:"time"`
+		} `json:"transfers"`
+	}
+	if err := h.auditor().GetJSON(context.Background(), "/v1/transfers", nil, &reg); err != nil {
+		t.Fatal(err)
+	}
+	if len(reg.Transfers) != 1 || reg.Transfers[0].Time.Format(time.RFC3339) != claimed {
+		t.Errorf("register: %+v, want the one blocked attempt at %s", reg.Transfers, claimed)
 	}
 	h.consent(em, s, "c-resend", map[string]any{"destinations": []string{"US"}})
 	if r := h.mustDeny(em, blocked, "DESTINATION_NOT_ALLOWED"); r.seq() == seqs[0] {
@@ -161,7 +176,7 @@ func TestPolicyDeadline(t *testing.T) {
 			t.Fatalf("a decision took %s with a 50ms deadline", took)
 		}
 	}
-	res, err := http.Get(h.app.URL + "/readyz")
+	res, err := h.readyz(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,5 +266,57 @@ func TestClientDisconnectRecordsNoSpuriousDenial(t *testing.T) {
 	})
 	if denials != 0 {
 		t.Errorf("%d denials recorded for a client that left; want none", denials)
+	}
+}
+
+// /readyz shows each check's details (addresses, refusals) only with a
+// token; /metrics speaks OpenMetrics when asked; every request is logged at
+// info with its route pattern, status and latency, never its path.
+func TestOperatorSurfaces(t *testing.T) {
+	h := start(t)
+	res, err := h.readyz(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	res, err = h.readyz(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authed, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if strings.Contains(string(anon), "detail") || strings.Contains(string(anon), "127.0.0.1") {
+		t.Errorf("/readyz without a token shows details: %s", anon)
+	}
+	if !strings.Contains(string(authed), "detail") || !strings.Contains(string(anon), `"nats":{"ok":true}`) {
+		t.Errorf("/readyz: with a token %s; without %s", authed, anon)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, h.app.URL+"/metrics", nil)
+	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") || !strings.HasSuffix(strings.TrimSpace(string(body)), "# EOF") {
+		t.Errorf("/metrics asked for OpenMetrics: Content-Type %q", ct)
+	}
+
+	em := h.emitter()
+	subject := "user-logged-li.wei"
+	h.register(em, subject, "reg-logged", 30)
+	var st map[string]any
+	_ = h.auditor().GetJSON(context.Background(), "/v1/subjects/"+subject+"/state", nil, &st)
+	logs := h.logs.String()
+	for _, want := range []string{`"msg":"request"`, `"route":"POST /v1/events"`, `"route":"GET /v1/subjects/{subject}/state"`, `"status":201`, `"level":"INFO"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the request log lacks %s", want)
+		}
+	}
+	if strings.Contains(logs, subject) {
+		t.Error("the request log names the subject")
 	}
 }

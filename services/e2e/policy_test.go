@@ -243,7 +243,7 @@ func TestPolicyHotReload(t *testing.T) {
 	}
 	waitFor(t, "refusal on /readyz", func() bool {
 		var body map[string]any
-		resp, err := http.Get(h.app.URL + "/readyz")
+		resp, err := h.readyz(true)
 		if err != nil {
 			return false
 		}

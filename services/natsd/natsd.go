@@ -91,6 +91,14 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else {
+		// nats-server reports a port in use only in its log, and then never
+		// becomes ready; say so at once instead.
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("nats listen address %s: %w", cfg.Listen, err)
+		}
+		ln.Close()
 	}
 	name := cfg.ServerName
 	if name == "" {
@@ -132,6 +140,12 @@ func Start(cfg Config) (*Server, error) {
 	return &Server{ns: ns, Custos: custos, Auditor: auditor, admin: admin}, nil
 }
 
+// Limits on the consumers auditors create on their mirrors.
+const (
+	AuditMaxConsumers = 64
+	AuditConsumerIdle = 10 * time.Minute
+)
+
 // EnsureAuditMirrors creates the auditors' mirrors of the ledger streams in
 // the AUDIT account; Custos calls it once the ledger streams exist.
 func (s *Server) EnsureAuditMirrors(ctx context.Context) error {
@@ -158,6 +172,10 @@ func (s *Server) EnsureAuditMirrors(ctx context.Context) error {
 			MaxMsgs: -1, MaxBytes: -1, MaxMsgsPerSubject: -1, MaxMsgSize: -1,
 			DenyDelete: true, DenyPurge: true, AllowDirect: true, PersistMode: jetstream.AsyncPersistMode,
 			Mirror: &jetstream.StreamSource{Name: name, External: &jetstream.ExternalStream{APIPrefix: "$JS.ledger.API", DeliverPrefix: "audit.deliver"}},
+			// Auditors may create consumers; these bound how many, and how
+			// long an idle one (a durable one included) is kept.
+			MaxConsumers:   AuditMaxConsumers,
+			ConsumerLimits: jetstream.StreamConsumerLimits{InactiveThreshold: AuditConsumerIdle},
 		})
 		if err != nil {
 			return fmt.Errorf("audit mirror %s: %w", name, err)
@@ -276,7 +294,9 @@ func AuditorPermissions() *server.Permissions {
 			"$JS.API.CONSUMER.MSG.NEXT."+s+".>",
 		)
 	}
-	allow = append(allow, "$JS.API.INFO", "$JS.ACK.LEDGER.>", "$JS.ACK.LEDGER_CHECKPOINTS.>", "$JS.FC.>")
+	// STREAM.NAMES and STREAM.LIST list the AUDIT account's streams, which
+	// are the two mirrors: `nats stream ls` works for an auditor.
+	allow = append(allow, "$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.ACK.LEDGER.>", "$JS.ACK.LEDGER_CHECKPOINTS.>", "$JS.FC.>")
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: allow},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},

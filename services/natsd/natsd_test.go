@@ -2,6 +2,10 @@ package natsd_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +86,72 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 20s")
 		}
 		<-tick.C
+	}
+}
+
+// A listen address in use is reported at once, naming it.
+func TestStartReportsAnAddressInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	started := time.Now()
+	_, err = natsd.Start(natsd.Config{Dir: t.TempDir(), Listen: ln.Addr().String()})
+	if err == nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Fatalf("start on a port in use: %v", err)
+	}
+	if took := time.Since(started); took > 5*time.Second {
+		t.Errorf("the refusal took %s", took)
+	}
+}
+
+// An auditor can list its account's streams (`nats stream ls`), and the
+// consumers it may create on its mirrors are bounded.
+func TestAuditorListsStreamsWithBoundedConsumers(t *testing.T) {
+	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cn, err := srv.Custos.Connect("custos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	cjs, _ := jetstream.New(cn)
+	if _, _, err := ledger.EnsureStreams(ctx, cjs, ledger.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.EnsureAuditMirrors(ctx); err != nil {
+		t.Fatal(err)
+	}
+	an, err := srv.Auditor.Connect("auditor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer an.Close()
+	ajs, _ := jetstream.New(an)
+	var names []string
+	lister := ajs.StreamNames(ctx)
+	for n := range lister.Name() {
+		names = append(names, n)
+	}
+	if lister.Err() != nil || !slices.Contains(names, ledger.StreamName) || !slices.Contains(names, ledger.CheckpointStreamName) {
+		t.Fatalf("auditor's stream names: %v, %v", names, lister.Err())
+	}
+	s, err := ajs.Stream(ctx, ledger.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < natsd.AuditMaxConsumers; i++ {
+		if _, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: fmt.Sprintf("d%d", i)}); err != nil {
+			t.Fatalf("consumer %d: %v", i, err)
+		}
+	}
+	if _, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "one-too-many"}); err == nil {
+		t.Fatalf("an auditor created consumer %d on its mirror", natsd.AuditMaxConsumers+1)
 	}
 }

@@ -285,7 +285,7 @@ func (s *Server) handleState(w http.ResponseWriter, r *http.Request) error {
 	}
 	p := s.l.Pseudonym(r.PathValue("subject"))
 	var sub *state.Subject
-	if at.IsZero() {
+	if !r.URL.Query().Has("at") {
 		at = s.l.Now().UTC()
 		sub = s.l.View().Subject(p)
 		if sub == nil {

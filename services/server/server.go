@@ -113,7 +113,7 @@ func (s *Server) routes() {
 	})
 	m.HandleFunc("GET /readyz", s.handleReady)
 	if s.cfg.Registry != nil {
-		m.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+		m.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := s.allowedMethods(r); allow != "" {
@@ -144,6 +144,7 @@ func (s *Server) allowedMethods(r *http.Request) string {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	started := time.Now()
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 	s.mux.ServeHTTP(sw, r)
 	_, pattern := s.mux.Handler(r)
@@ -151,6 +152,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pattern = "other"
 	}
 	s.metrics.requests.WithLabelValues(pattern, classOf(sw.code)).Inc()
+	// The route pattern, never the path or the query: both may carry a
+	// subject identifier.
+	s.log.Info("request", "method", r.Method, "route", pattern, "status", sw.code, "ms", float64(time.Since(started).Microseconds())/1000)
 }
 
 func classOf(code int) string {
@@ -242,6 +246,14 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	code := http.StatusOK
 	if !ok {
 		code = http.StatusServiceUnavailable
+	}
+	// The details (addresses, refused policy sources) are for operators:
+	// without a valid token only the verdict of each check is shown.
+	if _, err := s.tokens.Check(bearer(r.Header.Get("Authorization"))); err != nil {
+		for name, c := range checks {
+			c.Detail = ""
+			checks[name] = c
+		}
 	}
 	writeJSON(w, code, map[string]any{"ready": ok, "checks": checks})
 }
