@@ -23,7 +23,7 @@ import (
 	"custos.dev/ledger/state"
 )
 
-// Receipt is what an acknowledged append returns (SPEC §5).
+// Receipt is what an acknowledged append returns (docs/openapi.yaml).
 type Receipt struct {
 	Seq       uint64          `json:"seq"`
 	LeafHash  string          `json:"leaf_hash"` // standard base64

@@ -94,7 +94,7 @@ type Ledger struct {
 	keyring   *pii.Keyring
 	sealed    *pii.Store
 	pseud     *pii.Pseudonymizer
-	signer    *checkpoint.Signer
+	signer    *keys.NoteSigner
 	view      *state.View
 	tree      *tree.Tree
 	index     *index.DB
@@ -204,7 +204,7 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	l.keyring = pii.NewKeyring(o.Keys, keysKV, keysStream, o.KeyCacheTTL, o.Clock)
 	l.lease = newLease(meta, o.CheckpointInterval)
 	l.sealed = pii.NewStore(piiKV, piiStream)
-	if l.signer, err = checkpoint.NewSigner(ctx, o.Keys, checkpoint.DefaultKeyName, o.Origin); err != nil {
+	if l.signer, err = keys.NewNoteSigner(ctx, o.Keys, checkpoint.DefaultKeyName, o.Origin); err != nil {
 		return nil, err
 	}
 	l.view = state.NewViewOn(func(region string) bool {

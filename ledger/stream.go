@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Stream and subject names (SPEC §4).
+// Stream and subject names (docs/architecture.md).
 const (
 	StreamName           = "LEDGER"
 	CheckpointStreamName = "LEDGER_CHECKPOINTS"

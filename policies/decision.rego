@@ -1,7 +1,7 @@
 # METADATA
 # title: Custos decision policy
 # description: |
-#   Decides every event before Custos appends it (SPEC §3). The input is
+#   Decides every event before Custos appends it (docs/policies.md). The input is
 #   described in docs/policy-input.md; the tunable facts are data under
 #   data.custos.config (policies/data/custos/config/data.json); every rule and
 #   reason code is documented in docs/policies.md.
@@ -15,23 +15,26 @@ package custos.decision
 # nothing.
 decision := {"allow": false, "reasons": reasons_of(config_deny), "obligations": []} if {
 	count(config_deny) > 0
-} else := d if {
+} else := decision_unchecked
+
+# The decision once the settings are known to be valid. The settings are data,
+# fixed for a loaded set, so Custos checks config_deny once when it loads the
+# set (refusing it if any) and then queries this rule for every event, sparing
+# each decision the checks (docs/policies.md, "Settings"). Any other caller
+# queries decision.
+decision_unchecked := allowed_decision if {
 	type_known
 	count(deny) == 0
-	d := object.union({"allow": true, "reasons": [], "obligations": sort(obligation)}, decision_grounds)
 } else := {"allow": false, "reasons": reasons_of(deny), "obligations": []}
 
-# What made an allowed processing event lawful: its basis and, for a GDPR
-# Chapter V transfer, its transfer ground.
-decision_grounds := object.union(basis_ground, transfer_ground_part)
-
-basis_ground := {"basis": b} if {
+# An allowed decision states what made a processing event lawful: its basis
+# and, for a GDPR Chapter V transfer, its transfer ground.
+allowed_decision := {"allow": true, "reasons": [], "obligations": sort(obligation), "basis": b, "transfer_ground": g} if {
 	b := event_basis
-} else := {}
-
-transfer_ground_part := {"transfer_ground": g} if {
 	g := transfer_ground
-} else := {}
+} else := {"allow": true, "reasons": [], "obligations": sort(obligation), "basis": b} if {
+	b := event_basis
+} else := {"allow": true, "reasons": [], "obligations": sort(obligation)}
 
 # An event is allowed only when its type is known and no deny rule fired.
 allow := decision.allow
@@ -178,7 +181,7 @@ basis_entry(entry) if {
 # The event and the subject.
 # ---------------------------------------------------------------------------
 
-# The types this policy decides: SPEC §2's privacy.* types, and Custos's own
+# The types this policy decides: the contract's privacy.* types, and Custos's own
 # records, which emitters may not send and which record what already happened
 # (a denial, an activation, a key destruction), so no rule below applies to
 # them. Rules name the type they apply to as `input.event.type == "..."`, so

@@ -1,5 +1,5 @@
 // Package policies is the policy set built into custos: the Rego rules that
-// decide every event before it is appended (SPEC §3), their tests, and the
+// decide every event before it is appended (docs/policies.md), their tests, and the
 // tunable facts they read as data under data.custos.config.
 //
 // The rules and every reason code are documented in docs/policies.md; the

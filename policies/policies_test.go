@@ -170,7 +170,7 @@ func TestFormatted(t *testing.T) {
 	}
 }
 
-// The shipped defaults SPEC §3 names.
+// The shipped defaults docs/policies.md names.
 func TestShippedDefaults(t *testing.T) {
 	config := loadSet(t).data["custos"].(map[string]any)["config"].(map[string]any)
 	strs := func(key string) []string {
@@ -419,7 +419,7 @@ func TestPlainOPALoadFailsClosed(t *testing.T) {
 var codePattern = regexp.MustCompile(`reason\("([A-Z_]+)"|"(CONSENT_WITHDRAWN|CONSENT_EXPIRED|NOTICE_SUPERSEDED|[A-Z_]+_NOT_CONSENTED|COOKIE_CONSENT_REQUIRED|NO_SEPARATE_CONSENT)"`)
 
 // Every reason code the rules can give is tested and documented, and the codes
-// SPEC §3 lists all exist.
+// docs/policies.md lists all exist.
 func TestReasonCodesTestedAndDocumented(t *testing.T) {
 	s := loadSet(t)
 	ruleCodes := map[string]bool{}
@@ -438,7 +438,7 @@ func TestReasonCodesTestedAndDocumented(t *testing.T) {
 		"RECIPIENT_NOT_CONSENTED", "COOKIE_CONSENT_REQUIRED", "STORAGE_REGION_NOT_ALLOWED",
 		"GUARDIAN_CONSENT_REQUIRED", "SHARING_BASIS_INVALID", "PURPOSE_NOT_ALLOWED", "SUBJECT_ERASED", "POLICY_ERROR"} {
 		if !ruleCodes[code] {
-			t.Errorf("SPEC §3 code %s is given by no rule", code)
+			t.Errorf("the contract's code %s is given by no rule", code)
 		}
 	}
 	docs, err := os.ReadFile("../docs/policies.md")

@@ -81,7 +81,7 @@ func mustSigner(t testing.TB, skey string) note.Signer {
 func TestVaultSignedCheckpointVerifiesWithNoteAlone(t *testing.T) {
 	ctx := context.Background()
 	v := newVault(t)
-	s, err := checkpoint.NewSigner(ctx, v.keys, checkpoint.DefaultKeyName, origin)
+	s, err := keys.NewNoteSigner(ctx, v.keys, checkpoint.DefaultKeyName, origin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestVaultSignedCheckpointVerifiesWithNoteAlone(t *testing.T) {
 	}
 
 	// A second signer over the same transit key (a restart) keeps the key.
-	again, err := checkpoint.NewSigner(ctx, v.keys, checkpoint.DefaultKeyName, origin)
+	again, err := keys.NewNoteSigner(ctx, v.keys, checkpoint.DefaultKeyName, origin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestVaultSignedCheckpointVerifiesWithNoteAlone(t *testing.T) {
 func TestOpenRejects(t *testing.T) {
 	ctx := context.Background()
 	v := newVault(t)
-	s, err := checkpoint.NewSigner(ctx, v.keys, checkpoint.DefaultKeyName, origin)
+	s, err := keys.NewNoteSigner(ctx, v.keys, checkpoint.DefaultKeyName, origin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestOpenRejects(t *testing.T) {
 		t.Fatalf("baseline: %v", err)
 	}
 	// Another transit key under the same origin.
-	otherKey, err := checkpoint.NewSigner(ctx, v.keys, "other-checkpoint-key", origin)
+	otherKey, err := keys.NewNoteSigner(ctx, v.keys, "other-checkpoint-key", origin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestOpenRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The right key material under another origin name.
-	otherOrigin, err := checkpoint.NewSigner(ctx, v.keys, checkpoint.DefaultKeyName, "custos.test/elsewhere")
+	otherOrigin, err := keys.NewNoteSigner(ctx, v.keys, checkpoint.DefaultKeyName, "custos.test/elsewhere")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestOpenRefusesMalformedSignedTexts(t *testing.T) {
 func TestSignerRefusesRotatedKey(t *testing.T) {
 	ctx := context.Background()
 	v := newVault(t)
-	s, err := checkpoint.NewSigner(ctx, v.keys, checkpoint.DefaultKeyName, origin)
+	s, err := keys.NewNoteSigner(ctx, v.keys, checkpoint.DefaultKeyName, origin)
 	if err != nil {
 		t.Fatal(err)
 	}

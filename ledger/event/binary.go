@@ -12,7 +12,7 @@ import (
 const contentTypeAttr = "datacontenttype"
 
 // binaryAttrs are the attributes a binary-mode request may carry as ce-*
-// headers, in the order SPEC §2 and CloudEvents list them. datacontenttype
+// headers, in the order the event contract (docs/schemas/) and CloudEvents list them. datacontenttype
 // is the Content-Type header instead (CloudEvents HTTP binding §3.1.1).
 func binaryAttrs() []string {
 	return []string{

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/text/language"
 )
 
-// Size limits of SPEC §2 strings. Identifiers are short so they can serve
+// Size limits of the event contract (docs/schemas/) strings. Identifiers are short so they can serve
 // as keys; free text is bounded so one event stays small.
 const (
 	MaxIDBytes    = 256

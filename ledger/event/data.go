@@ -9,7 +9,7 @@ import (
 )
 
 // payload is implemented by the twelve *Data types. bindings lists the
-// members in SPEC order; crossCheck checks what involves more than one
+// members in the contract's order; crossCheck checks what involves more than one
 // member (or the envelope) once every member is known to be well formed.
 type payload interface {
 	bindings() []binding
@@ -315,7 +315,7 @@ func decodeMembers(n *node, path string, bs []binding, c *vctx, unknown string) 
 	return nil
 }
 
-// checkMembers validates stored values in SPEC order.
+// checkMembers validates stored values in the contract's order.
 func checkMembers(path string, bs []binding, c *vctx) *FieldError {
 	for _, b := range bs {
 		child := join(path, b.name)
@@ -422,7 +422,7 @@ func (d *ConsentWithdrawn) bindings() []binding {
 	}
 }
 
-// crossCheck refuses a consent_id together with a scope: SPEC §2 offers
+// crossCheck refuses a consent_id together with a scope: the event contract (docs/schemas/) offers
 // one or the other, and docs/policy-input.md gives each its own meaning
 // (withdraw that consent / withdraw the scope from every consent), so a
 // combination would be silently read as one of them.

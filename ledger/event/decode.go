@@ -112,7 +112,7 @@ func (e *Event) checkSubject() *FieldError {
 	return nil
 }
 
-// Validate checks an event against SPEC §2 as Decode does, for events built
+// Validate checks an event against the event contract (docs/schemas/) as Decode does, for events built
 // in code. now bounds how far in the future Time may lie. Data must be the
 // pointer type that goes with Type (see NewData). The error, if any, is a
 // *FieldError wrapping ErrInvalid.
@@ -150,7 +150,7 @@ func (e *Event) validate(now time.Time) *FieldError {
 // DecodeBatch splits a batch body (application/cloudevents-batch+json): a
 // JSON array of 1 to MaxBatch events. It checks only the array; the caller
 // passes each entry to Decode, so that one bad event does not sink the
-// others (SPEC §2: a batch is not atomic).
+// others (a batch is not atomic; docs/openapi.yaml).
 func DecodeBatch(b []byte) ([]json.RawMessage, error) {
 	const notArray = "a batch must be a JSON array of events"
 	dec := json.NewDecoder(bytes.NewReader(b))

@@ -1,5 +1,5 @@
 // Package event is the strict model of the events platform services emit to
-// Custos, as specified in SPEC §2 (shared/SPEC.md): CloudEvents 1.0
+// Custos, as specified in the event contract (docs/schemas/, docs/vocabulary.md): CloudEvents 1.0
 // (https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/spec.md) in
 // structured JSON mode or HTTP binary mode, carrying one of the twelve
 // privacy.* data payloads.
@@ -19,7 +19,7 @@
 //
 // The vocabulary (categories, purposes, recipient kinds, sharing bases,
 // transfer mechanisms, rights, outcomes, erasure reasons) comes from the
-// privacy policy in shared/domain/privacy-policy.txt; docs/vocabulary.md maps
-// each term to the W3C Data Privacy Vocabulary, and docs/schemas holds one
+// first user's privacy policy: docs/vocabulary.md names each term's clause
+// and maps it to the W3C Data Privacy Vocabulary, and docs/schemas holds one
 // JSON Schema (draft 2020-12) per event type.
 package event

@@ -11,7 +11,7 @@ import (
 // SpecVersion is the only CloudEvents version accepted.
 const SpecVersion = "1.0"
 
-// The privacy event types of SPEC §2.
+// The privacy event types of the event contract (docs/schemas/).
 const (
 	TypeSubjectRegistered = "privacy.subject.registered"
 	TypeNoticePublished   = "privacy.notice.published"

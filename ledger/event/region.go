@@ -5,7 +5,7 @@ import "strings"
 // isoAlpha2 lists every officially assigned ISO 3166-1 alpha-2 code (249
 // codes). User-assigned codes (AA, QM–QZ, XA–XZ, ZZ; so also XK, which
 // some use for Kosovo) and exceptionally or transitionally reserved codes
-// (EU, UK, UN, ...) are deliberately absent: SPEC §2 admits only officially
+// (EU, UK, UN, ...) are deliberately absent: the event contract (docs/schemas/) admits only officially
 // assigned codes, so that a region in the ledger always names one country
 // or territory.
 const isoAlpha2 = "" +

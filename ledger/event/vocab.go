@@ -5,9 +5,9 @@ import (
 	"strings"
 )
 
-// The vocabulary of SPEC §2, taken from the privacy policy
-// (shared/domain/privacy-policy.txt). docs/vocabulary.md maps every term to
-// the W3C Data Privacy Vocabulary and names the clause it comes from. Each
+// The vocabulary of the event contract (docs/schemas/), taken from the first
+// user's privacy policy. docs/vocabulary.md maps every term to the W3C Data
+// Privacy Vocabulary and names the policy clause it comes from. Each
 // list is returned fresh so callers cannot change what the predicates see.
 
 // Categories returns the personal-data categories (policy §1), sorted.

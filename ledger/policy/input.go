@@ -1,6 +1,10 @@
 package policy
 
-import "time"
+import (
+	"time"
+
+	"custos.dev/ledger/decision"
+)
 
 // Input is what a policy sees when it decides one event; docs/policy-input.md
 // is its contract with the Rego rules. It never carries a subject identifier
@@ -73,22 +77,10 @@ type NoticeVersion struct {
 	Effective time.Time `json:"effective"`
 }
 
-// Decision is a policy's verdict on one event (SPEC §3).
-type Decision struct {
-	Allow       bool     `json:"allow"`
-	Reasons     []Reason `json:"reasons"`
-	Obligations []any    `json:"obligations"`
-	// Basis is the lawful basis an allowed processing event rests on
-	// (consent, contract, legal_obligation, ...), and TransferGround the
-	// GDPR Chapter V ground of a transfer (docs/policies.md, "Lawful bases").
-	// Both are empty when the policy gives none.
-	Basis          string `json:"basis,omitempty"`
-	TransferGround string `json:"transfer_ground,omitempty"`
-	PolicyRevision string `json:"policy_revision"`
-}
-
-// Reason is one stable reason code with a human message.
-type Reason struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
+// Decision is a policy's verdict on one event, and Reason one of its
+// reasons; they live in package decision, which the stored format imports
+// without pulling in OPA.
+type (
+	Decision = decision.Decision
+	Reason   = decision.Reason
+)

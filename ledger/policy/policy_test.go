@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"regexp"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 )
 
@@ -187,19 +189,19 @@ func TestDecideWithTunedData(t *testing.T) {
 	}
 }
 
-// Without its data file the built-in set denies everything, as it does under
-// plain OPA: the loader no longer supplies empty settings.
-func TestDecideWithoutSettings(t *testing.T) {
+// Without its data file, or with a setting of the wrong type, the built-in
+// set would deny everything (as it does under plain OPA); Custos refuses to
+// load it at all, naming the problem, and the active set stays.
+func TestLoadRefusesUnusableSettings(t *testing.T) {
 	files := realFiles(t)
 	delete(files, configPath)
-	s, err := Load(context.Background(), files)
-	if err != nil {
-		t.Fatal(err)
+	if _, err := Load(context.Background(), files); !errors.Is(err, ErrInvalidPolicy) || !strings.Contains(err.Error(), "CONFIG_MISSING") {
+		t.Errorf("without settings: %v", err)
 	}
-	d := s.Decide(context.Background(), transferInput(nil, sgConsent("c-1")))
-	want := []string{"CONFIG_MISSING"}
-	if d.Allow || !slices.Equal(codes(d), want) {
-		t.Fatalf("decision = allow %v, %v; want denied with %v", d.Allow, codes(d), want)
+	files = realFiles(t)
+	files[configPath] = &fstest.MapFile{Data: bytes.Replace(files[configPath].Data, []byte(`"guardian_age": 18`), []byte(`"guardian_age": "18"`), 1)}
+	if _, err := Load(context.Background(), files); !errors.Is(err, ErrInvalidPolicy) || !strings.Contains(err.Error(), "CONFIG_INVALID: setting guardian_age must be a number") {
+		t.Errorf("guardian_age a string: %v", err)
 	}
 }
 

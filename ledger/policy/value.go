@@ -30,7 +30,7 @@ type converter struct {
 	notices  atomic.Pointer[cachedNotices]
 }
 
-// newConverter interns the input's keys, the SPEC vocabulary and every
+// newConverter interns the input's keys, the event vocabulary and every
 // string in data (the regions, purposes and codes the rules compare with).
 func newConverter(data any) *converter {
 	cv := &converter{terms: map[string]*ast.Term{}, subjects: newSubjectCache(subjectCacheSize)}
@@ -88,11 +88,11 @@ func internedStrings() []string {
 		"consent_id", "notice_version", "purposes", "categories", "destinations", "recipients", "cookies",
 		"guardian", "granted_at", "expires", "withdrawn", "withdrawn_at", "withdrawn_scope",
 		"notices", "current", "versions", "version", "effective",
-		// keys of event data (SPEC §2)
+		// keys of event data (docs/schemas/)
 		"fields", "purpose", "storage_region", "retention", "recipient", "recipient_kind", "basis", "region",
 		"transfer_id", "from_region", "to_region", "mechanism", "request_id", "right", "details", "outcome",
 		"reason", "scope", "changes", "method",
-		// vocabulary (SPEC §2)
+		// vocabulary (docs/schemas/)
 		"privacy.subject.registered", "privacy.notice.published", "privacy.consent.granted",
 		"privacy.consent.withdrawn", "privacy.data.collected", "privacy.data.used", "privacy.data.shared",
 		"privacy.data.transferred", "privacy.rights.requested", "privacy.rights.completed",

@@ -3,7 +3,7 @@
 // A record is one JSON object on one line, produced by encoding/json from the
 // Record struct: struct fields in declaration order, map keys sorted, no
 // insignificant white space. Custos hashes exactly the bytes it stores (RFC
-// 6962 leaf hash over the message body, SPEC §4), so the encoding only has to
+// 6962 leaf hash over the message body, docs/architecture.md), so the encoding only has to
 // be deterministic for Custos's own duplicate checks, never re-derived by a
 // verifier.
 //
@@ -22,13 +22,13 @@ import (
 	jsonv2 "github.com/go-json-experiment/json"
 	"time"
 
-	"custos.dev/ledger/policy"
+	"custos.dev/ledger/decision"
 )
 
 // Version is the record format version written in every record.
 const Version = 1
 
-// Internal event types that only Custos writes (SPEC §2).
+// Internal event types that only Custos writes (docs/schemas/).
 const (
 	TypeDenied           = "custos.decision.denied"
 	TypePolicyActivated  = "custos.policy.activated"
@@ -55,10 +55,10 @@ type Record struct {
 	// ContentMAC is a keyed MAC over the submitted event, so that a re-sent
 	// event can be told apart from a different one with the same source+id
 	// without storing a digest that could be brute-forced back to values.
-	ContentMAC  string           `json:"content_mac,omitempty"`
-	Decision    *policy.Decision `json:"decision,omitempty"`
-	TraceParent string           `json:"traceparent,omitempty"`
-	TraceState  string           `json:"tracestate,omitempty"`
+	ContentMAC  string             `json:"content_mac,omitempty"`
+	Decision    *decision.Decision `json:"decision,omitempty"`
+	TraceParent string             `json:"traceparent,omitempty"`
+	TraceState  string             `json:"tracestate,omitempty"`
 }
 
 // Denied is the data of a custos.decision.denied record.
@@ -70,9 +70,9 @@ type Denied struct {
 	ID     string `json:"attempted_id"`
 	// Time is the attempted event's own time; the record's time is when
 	// Custos refused it. Absent in denials recorded before it was kept.
-	Time      string          `json:"attempted_time,omitempty"`
-	Attempted json.RawMessage `json:"attempted"`
-	Decision  policy.Decision `json:"decision"`
+	Time      string            `json:"attempted_time,omitempty"`
+	Attempted json.RawMessage   `json:"attempted"`
+	Decision  decision.Decision `json:"decision"`
 }
 
 // PolicyActivated is the data of a custos.policy.activated record.

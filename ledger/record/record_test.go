@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"custos.dev/ledger/policy"
+	"custos.dev/ledger/decision"
 	"custos.dev/ledger/record"
 )
 
@@ -26,8 +26,8 @@ func mustJSON(t testing.TB, v any) json.RawMessage {
 // decision and sealed values, and each internal type.
 func records(t testing.TB) []*record.Record {
 	at := record.FormatTime(time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC))
-	dec := &policy.Decision{Allow: true, Reasons: []policy.Reason{}, Obligations: []any{}, PolicyRevision: "sha256:ab"}
-	deny := policy.Decision{Allow: false, Reasons: []policy.Reason{{Code: "NO_SEPARATE_CONSENT", Message: "needs <separate> consent & more"}}, Obligations: []any{}, PolicyRevision: "sha256:ab"}
+	dec := &decision.Decision{Allow: true, Reasons: []decision.Reason{}, Obligations: []any{}, PolicyRevision: "sha256:ab"}
+	deny := decision.Decision{Allow: false, Reasons: []decision.Reason{{Code: "NO_SEPARATE_CONSENT", Message: "needs <separate> consent & more"}}, Obligations: []any{}, PolicyRevision: "sha256:ab"}
 	return []*record.Record{
 		{Type: "privacy.data.collected", ID: "evt-1", Source: "/crm", Time: at, Subject: "abcdefghijklmnopqrstuvwxyz", RecordedAt: at,
 			Data:       json.RawMessage(`{"categories":["contact"],"fields":{"email":"hmac-sha256:AAAA"},"purpose":"service","retention":"P1Y","storage_region":"CN"}`),

@@ -1,4 +1,4 @@
-// Package auth issues and checks Custos API tokens (SPEC §5).
+// Package auth issues and checks Custos API tokens (docs/openapi.yaml).
 //
 // A token is "cst_<id>_<secret>": the id finds the record, the secret is
 // 256 random bits. Only SHA-256 of the whole token is stored, in the

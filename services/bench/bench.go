@@ -86,7 +86,7 @@ type Result struct {
 	Limits           Limits          `json:"limits"`
 }
 
-// Targets are issue 9's goals as ratios.
+// Targets are the performance goals of docs/performance.md, as ratios.
 type Targets struct {
 	IngestHalfOfRaw bool `json:"ingest_ge_0_5_raw_async"`
 	VerifyHalfOfRaw bool `json:"verify_ge_0_5_raw_read"`

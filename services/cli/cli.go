@@ -1,4 +1,4 @@
-// Package cli is the `custos` command line (SPEC §1). Main is the whole
+// Package cli is the `custos` command line (docs/cli.md). Main is the whole
 // program; cmd/custos only calls it, so tests run the real commands
 // in-process.
 package cli
@@ -18,7 +18,7 @@ import (
 	"custos.dev/services/client"
 )
 
-// Exit codes shared by every command (SPEC §1: verify's 0/1/2).
+// Exit codes shared by every command (the CLI contract (docs/cli.md): verify's 0/1/2).
 const (
 	ExitOK        = 0
 	ExitIntegrity = 1

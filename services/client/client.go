@@ -1,4 +1,4 @@
-// Package client is the Go client of Custos's HTTP API (SPEC §5): platform
+// Package client is the Go client of Custos's HTTP API (docs/openapi.yaml): platform
 // services publish CloudEvents with it, auditors replay and verify with it.
 // It depends on nothing of Custos's server side.
 package client
@@ -31,7 +31,7 @@ func New(base, token string) *Client {
 	return &Client{BaseURL: strings.TrimRight(base, "/"), Token: token, HTTP: &http.Client{Timeout: 60 * time.Second}}
 }
 
-// Decision is a policy decision (SPEC §3).
+// Decision is a policy decision (docs/policies.md).
 type Decision struct {
 	Allow          bool     `json:"allow"`
 	Reasons        []Reason `json:"reasons"`

@@ -12,7 +12,7 @@ import (
 	"custos.dev/services/client"
 )
 
-// Every event type of SPEC §2 is accepted in a realistic order.
+// Every event type of the event contract (docs/schemas/) is accepted in a realistic order.
 func TestEveryTypeAccepted(t *testing.T) {
 	h := start(t)
 	em := h.emitter()

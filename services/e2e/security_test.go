@@ -51,7 +51,7 @@ type answer struct {
 	raw    []byte
 }
 
-// statusOf is the one status each error code may come with (SPEC §2, §5).
+// statusOf is the one status each error code may come with (docs/openapi.yaml).
 var statusOf = map[string]int{
 	"invalid_event": 400, "invalid_request": 400, "unauthorized": 401, "forbidden": 403,
 	"policy_denied": 403, "not_found": 404, "method_not_allowed": 405, "duplicate_id_conflict": 409,
@@ -366,7 +366,7 @@ func kindOf(v any) string {
 // another type.
 var wrongTypes = []any{json.Number("1"), json.Number("-2.5e3"), true, nil, "x", []any{}, []any{json.Number("1")}, map[string]any{}, map[string]any{"k": "v"}}
 
-// required members by type (SPEC §2, bold), besides the envelope's.
+// required members by type (docs/schemas/), besides the envelope's.
 var requiredData = map[string][]string{
 	"privacy.subject.registered": {"residence"},
 	"privacy.notice.published":   {"version", "effective"},

@@ -1,6 +1,6 @@
 // Package natsd runs the embedded NATS server of a single-machine Custos:
 // JetStream on disk with every message fsynced before it is acknowledged,
-// listening on loopback, always with authentication (SPEC §4).
+// listening on loopback, always with authentication (docs/architecture.md).
 //
 // It has the account layout of deploy/nats/accounts.conf. Custos's own user
 // lives in the account CUSTOS with the ledger streams and KV buckets; it may

@@ -70,7 +70,7 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // MarshalJSON always writes field for invalid_event, empty when the body
 // as a whole is wrong (not JSON, not an object, too deep), so that clients
-// can rely on the member being there (SPEC §2).
+// can rely on the member being there (docs/schemas/).
 func (e *Error) MarshalJSON() ([]byte, error) {
 	type plain Error
 	if e.Code != CodeInvalidEvent {
@@ -85,7 +85,7 @@ func (e *Error) MarshalJSON() ([]byte, error) {
 
 func errorf(code, msg string) *Error { return &Error{Code: code, Message: msg} }
 
-// ErrorBody is the JSON body of every error (SPEC §2, §3).
+// ErrorBody is the JSON body of every error (docs/openapi.yaml).
 type ErrorBody struct {
 	Error    *Error           `json:"error"`
 	Decision *policy.Decision `json:"decision,omitempty"`

@@ -1,4 +1,4 @@
-// Package server is Custos's HTTP API (SPEC §5): event ingestion, decisions,
+// Package server is Custos's HTTP API (docs/openapi.yaml): event ingestion, decisions,
 // replay, proofs, subject state and export, the transfer register, rights,
 // tokens, health and metrics.
 package server
@@ -19,7 +19,7 @@ import (
 	"custos.dev/services/auth"
 )
 
-// MaxBody is the largest request body accepted (SPEC §2).
+// MaxBody is the largest request body accepted (docs/schemas/).
 const MaxBody = 1 << 20
 
 // Config wires a Server.
