@@ -26,6 +26,20 @@ type binding struct {
 	decode   func(n *node, path string) *FieldError
 	present  func() bool
 	check    func(path string, c *vctx) *FieldError
+	// personal marks a member holding personal data: it is sealed under
+	// the subject's key and erased with it (PersonalMembers).
+	personal bool
+	// members are the bindings of a member that is an object of known
+	// members (a guardian, a controller); anyMember marks one whose members
+	// are the sender's (fields).
+	members   func() []binding
+	anyMember bool
+}
+
+// personal marks b as a member holding personal data.
+func personal(b binding) binding {
+	b.personal = true
+	return b
 }
 
 type strCheck func(s string, c *vctx) string
@@ -178,6 +192,7 @@ func guardian(name string, p **Guardian) binding {
 		},
 		present: func() bool { return *p != nil },
 		check:   func(path string, c *vctx) *FieldError { return checkMembers(path, (*p).bindings(), c) },
+		members: func() []binding { return (&Guardian{}).bindings() },
 	}
 }
 
@@ -186,14 +201,15 @@ func guardian(name string, p **Guardian) binding {
 // to the subject.
 func (g *Guardian) bindings() []binding {
 	return []binding{
-		str("ref", true, &g.Ref, idCheck),
+		personal(str("ref", true, &g.Ref, idCheck)),
 		str("relation", true, &g.Relation, term(IsGuardianRelation, "guardian relation ("+strings.Join(GuardianRelations(), ", ")+")")),
 	}
 }
 
 func fields(name string, p *map[string]json.RawMessage) binding {
 	return binding{
-		name: name,
+		name:      name,
+		anyMember: true,
 		decode: func(n *node, path string) *FieldError {
 			if n.kind != jObject {
 				return fieldErr(path, "must be an object of field names to values")
@@ -343,7 +359,7 @@ func purpose(p *string) binding {
 func (d *SubjectRegistered) bindings() []binding {
 	return []binding{
 		str("residence", true, &d.Residence, checkRegion),
-		str("birth_date", false, &d.BirthDate, checkBirthDate),
+		personal(str("birth_date", false, &d.BirthDate, checkBirthDate)),
 		integer("age", &d.Age, 0, maxAge),
 		guardian("guardian", &d.Guardian),
 	}
@@ -378,6 +394,7 @@ func controller(name string, p **Controller) binding {
 		},
 		present: func() bool { return *p != nil },
 		check:   func(path string, c *vctx) *FieldError { return checkMembers(path, (*p).bindings(), c) },
+		members: func() []binding { return (&Controller{}).bindings() },
 	}
 }
 
@@ -447,7 +464,7 @@ func (d *DataCollected) bindings() []binding {
 		purpose(&d.Purpose),
 		str("storage_region", true, &d.StorageRegion, checkRegion),
 		str("retention", true, &d.Retention, checkRetention),
-		fields("fields", &d.Fields),
+		personal(fields("fields", &d.Fields)),
 	}
 }
 
@@ -491,7 +508,7 @@ func (d *RightsRequested) bindings() []binding {
 	return []binding{
 		str("request_id", true, &d.RequestID, idCheck),
 		str("right", true, &d.Right, term(IsRight, "right")),
-		str("details", false, &d.Details, textCheck),
+		personal(str("details", false, &d.Details, textCheck)),
 	}
 }
 
@@ -501,14 +518,14 @@ func (d *RightsCompleted) bindings() []binding {
 	return []binding{
 		str("request_id", true, &d.RequestID, idCheck),
 		str("outcome", true, &d.Outcome, term(IsOutcome, "outcome")),
-		str("reason", false, &d.Reason, textCheck),
+		personal(str("reason", false, &d.Reason, textCheck)),
 	}
 }
 
 func (d *RightsCompleted) crossCheck(*vctx) *FieldError { return nil }
 
 func (d *DataCorrected) bindings() []binding {
-	return []binding{categories(&d.Categories, true), fields("fields", &d.Fields)}
+	return []binding{categories(&d.Categories, true), personal(fields("fields", &d.Fields))}
 }
 
 func (d *DataCorrected) crossCheck(*vctx) *FieldError { return nil }

@@ -79,25 +79,47 @@ func IsGuardianRelation(s string) bool { return slices.Contains(GuardianRelation
 func IsConsentMethod(s string) bool { return slices.Contains(ConsentMethods(), s) }
 
 // PersonalMembers returns the members of an event of type typ that hold
-// personal data: they are sealed under the subject's key and erased with
-// it, and the ledger keeps only a keyed commitment to each (docs/keys.md).
-// A path "a.b" is member b of object a; "a.*" is every member of object a;
-// "tracestate" is the CloudEvents attribute, sealed on every event about a
-// data subject because its vendor values are opaque. Every other member is
-// either a closed vocabulary term, a region, a time, an identifier the
-// platform chose, or text of an event about no subject (a notice).
+// personal data, as its bindings mark them (personal in data.go): they are
+// sealed under the subject's key and erased with it, and the ledger keeps
+// only a keyed commitment to each (docs/keys.md). A path "a.b" is member b
+// of object a; "a.*" is every member of object a; "tracestate" is the
+// CloudEvents attribute, sealed on every event about a data subject because
+// its vendor values are opaque. Every other member is a closed vocabulary
+// term, a region, a time, an identifier the platform chose, or text of an
+// event about no subject (a notice).
 func PersonalMembers(typ string) []string {
-	m := personalMembers[typ]
-	return append(slices.Clone(m), "tracestate")
+	var out []string
+	if p := newPayload(typ); p != nil {
+		out = memberPaths("", p.bindings(), true)
+	}
+	return append(out, "tracestate")
 }
 
-var personalMembers = map[string][]string{
-	"privacy.subject.registered": {"birth_date", "guardian.ref"},
-	"privacy.consent.granted":    {"guardian.ref"},
-	"privacy.data.collected":     {"fields.*"},
-	"privacy.data.corrected":     {"fields.*"},
-	"privacy.rights.requested":   {"details"},
-	"privacy.rights.completed":   {"reason"},
+// Members returns every member path of the data of an event of type typ,
+// the members of nested objects included, as PersonalMembers spells them.
+func Members(typ string) []string {
+	p := newPayload(typ)
+	if p == nil {
+		return nil
+	}
+	return memberPaths("", p.bindings(), false)
+}
+
+func memberPaths(prefix string, bs []binding, personalOnly bool) []string {
+	var out []string
+	for _, b := range bs {
+		path := prefix + b.name
+		switch {
+		case b.members != nil && !b.personal:
+			out = append(out, memberPaths(path+".", b.members(), personalOnly)...)
+		case personalOnly && !b.personal:
+		case b.anyMember:
+			out = append(out, path+".*")
+		default:
+			out = append(out, path)
+		}
+	}
+	return out
 }
 
 // Rights returns the data-subject rights (policy §5), sorted.

@@ -140,29 +140,33 @@ func (p *Parts) Committed(k *SubjectKey) map[string]any {
 	for key, v := range p.Data {
 		out[key] = v
 	}
-	if g, ok := p.Data["guardian"].(map[string]any); ok {
-		cp := make(map[string]any, len(g)+1)
-		for key, v := range g {
-			cp[key] = v
+	// A nested object gets a copy before a commitment goes into it, so
+	// that p.Data is never changed; "fields" is all commitments.
+	nested := func(obj string) {
+		cp := map[string]any{}
+		if g, ok := p.Data[obj].(map[string]any); ok {
+			for key, v := range g {
+				cp[key] = v
+			}
 		}
-		out["guardian"] = cp
+		out[obj] = cp
 	}
-	fields := map[string]string{}
+	copied := map[string]bool{}
 	for path, v := range p.Personal {
 		c := k.Commit(path, v)
+		obj, member, isNested := strings.Cut(path, ".")
 		switch {
-		case strings.HasPrefix(path, "fields."):
-			fields[strings.TrimPrefix(path, "fields.")] = c
-		case path == "guardian.ref":
-			out["guardian"].(map[string]any)["ref"] = c
 		case path == "tracestate":
 			// Not a data member: the record keeps no trace state at all.
+		case isNested:
+			if !copied[obj] {
+				nested(obj)
+				copied[obj] = true
+			}
+			out[obj].(map[string]any)[member] = c
 		default:
 			out[path] = c
 		}
-	}
-	if len(fields) > 0 {
-		out["fields"] = fields
 	}
 	return out
 }

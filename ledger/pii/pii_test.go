@@ -194,10 +194,9 @@ func TestCommitted(t *testing.T) {
 				want := k.Commit(path, v)
 				var got any
 				switch {
-				case strings.HasPrefix(path, "fields."):
-					got = c["fields"].(map[string]string)[strings.TrimPrefix(path, "fields.")]
-				case path == "guardian.ref":
-					got = c["guardian"].(map[string]any)["ref"]
+				case strings.Contains(path, "."):
+					obj, member, _ := strings.Cut(path, ".")
+					got = c[obj].(map[string]any)[member]
 				default:
 					got = c[path]
 				}

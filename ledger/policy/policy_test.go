@@ -390,7 +390,8 @@ func TestEngineSwapWhileDeciding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := NewEngine(a)
+	// The deadline is wall time, and this test is not about it.
+	e := NewEngine(a, WithDeadline(time.Minute))
 	if e.Active() != a {
 		t.Fatal("Active is not the initial set")
 	}

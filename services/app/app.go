@@ -257,6 +257,33 @@ func (a *App) policyFS() fs.FS {
 	return policies.FS()
 }
 
+// reloader is the app as the server's PolicyReloader when it decides with a
+// policy directory.
+func (a *App) reloader() server.PolicyReloader {
+	if a.cfg.PoliciesDir == "" {
+		return nil
+	}
+	return policyReloader{a}
+}
+
+type policyReloader struct{ a *App }
+
+// ReloadPolicy loads the directory now; a refused set is an invalid
+// request naming why, and the active set stays.
+func (p policyReloader) ReloadPolicy(ctx context.Context, by string) (string, bool, error) {
+	a := p.a
+	set, err := policy.Load(ctx, os.DirFS(a.cfg.PoliciesDir), a.loadOptions()...)
+	if err != nil {
+		return "", false, &server.Error{Code: server.CodeInvalidRequest, Field: "policies", Message: err.Error()}
+	}
+	a.policyErr.Store(nil)
+	if !a.Engine.Activate(set) {
+		return set.Revision(), false, nil
+	}
+	a.log.Info("policy set activated", "revision", set.Revision(), "by", by)
+	return set.Revision(), true, a.recordActivation(ctx, by)
+}
+
 func (a *App) loadOptions() []policy.LoadOption {
 	if a.cfg.AllowUntestedPolicy {
 		return []policy.LoadOption{policy.AllowUntested()}
@@ -331,6 +358,7 @@ func (a *App) startHTTP() error {
 	h := server.New(server.Config{
 		Ledger: a.Ledger, Tokens: a.Tokens, Logger: a.log, Registry: a.Registry,
 		RatePerToken: a.cfg.RatePerToken, Burst: int(a.cfg.RatePerToken * 2), Ready: a.ready,
+		Policies: a.reloader(),
 	})
 	a.httpSrv = server.HTTPServer(a.cfg.Listen, h)
 	go func() {

@@ -24,7 +24,14 @@ func (e *env) transfersCmd() *cobra.Command {
 		Use:         "transfers",
 		Annotations: map[string]string{outputsAnnotation: "csv"},
 		Short:       "The register of cross-border transfers and blocked attempts (auditor token)",
-		Args:        cobra.NoArgs,
+		Long: `The register of cross-border transfers, sharings and storage abroad that were
+recorded, and of the attempts that were blocked (GET /v1/transfers), each at
+the time its event claimed. Filter by event time (--from, --to) and
+destination. Text: a table; JSON: {"transfers": [...]}; --csv (or --output
+csv): the server's CSV with every column (subject pseudonym, transfer id,
+purpose, impact-assessment reference, lawful basis, GDPR transfer ground,
+policy revision). Exit 0, or 2 on errors.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q := url.Values{}
 			for k, v := range map[string]string{"from": from, "to": to, "destination": dest} {
@@ -88,7 +95,11 @@ func (e *env) transfersCmd() *cobra.Command {
 func (e *env) rightsCmd() *cobra.Command {
 	var status string
 	cmd := &cobra.Command{
-		Use:   "rights",
+		Use: "rights",
+		Long: `Data-subject rights requests with their deadlines (from the policy data, by
+right and the subject's jurisdiction), overdue ones flagged (GET /v1/rights).
+--status is open (default), overdue, closed or all. Subjects are shown by
+pseudonym only. Exit 0, or 2 on errors.`,
 		Short: "List data-subject rights requests with their deadlines; overdue ones flagged (auditor token)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -13,7 +13,12 @@ func (e *env) tokenCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke API tokens (admin token required)"}
 	var role, source string
 	create := &cobra.Command{
-		Use:   "create --role emitter|auditor|admin [--source URI]",
+		Use: "create --role emitter|auditor|admin [--source URI]",
+		Long: `Create an API token (admin token via --token or $CUSTOS_TOKEN). An emitter
+token may send events only for its --source (a CloudEvents source URI); an
+auditor token reads the ledger, proofs, state and registers; an admin token
+may do everything. The secret is printed once, here: text gives token, id,
+role and source lines; JSON {"id", "token", "role", "source"}.`,
 		Short: "Create a token; an emitter token is bound to one CloudEvents source",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -34,7 +39,9 @@ func (e *env) tokenCmd() *cobra.Command {
 	_ = create.MarkFlagRequired("role")
 
 	list := &cobra.Command{
-		Use:   "list",
+		Use: "list",
+		Long: `List every token, revoked ones included, newest first, never a secret: a
+table ID ROLE SOURCE CREATED REVOKED, or JSON {"tokens": [...]}.`,
 		Short: "List tokens (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -65,7 +72,9 @@ func (e *env) tokenCmd() *cobra.Command {
 		},
 	}
 	revoke := &cobra.Command{
-		Use:   "revoke ID",
+		Use: "revoke ID",
+		Long: `Revoke the token with that id at once; a revocation lasts across restarts,
+the bootstrap admin token's included. An unknown id exits 2.`,
 		Short: "Revoke a token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -320,3 +320,52 @@ func TestOperatorSurfaces(t *testing.T) {
 		t.Error("the request log names the subject")
 	}
 }
+
+// An admin can have the policy directory loaded at once; the activation on
+// the ledger names the token. A refused set keeps the active one, and a
+// server on the built-in set says it has nothing to reload.
+func TestPolicyReloadNamesTheToken(t *testing.T) {
+	dir := policySet(t, `some i in numbers.range(1, 2)`)
+	h := start(t, func(c *app.Config) { c.PoliciesDir, c.PolicyPoll = dir, time.Hour })
+	adm, err := h.admin.CreateToken(context.Background(), "admin", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := h.app.Engine.Active().Revision()
+	if err := os.WriteFile(filepath.Join(dir, "extra.rego"), []byte("package custos.extra\n\nx := 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, map[string]string{"CUSTOS_TOKEN": adm.Token}, "policy", "reload", "--server", h.app.URL, "--output", "json")
+	if code != 0 || !strings.Contains(out, `"activated": true`) || h.app.Engine.Active().Revision() == rev {
+		t.Fatalf("policy reload: exit %d %s %s", code, out, errOut)
+	}
+	id := strings.SplitN(strings.TrimPrefix(adm.Token, "cst_"), "_", 2)[0]
+	var by []string
+	_ = ledger.NewReader(h.app.Ledger.JetStream()).Replay(context.Background(), ledger.Filter{Type: record.TypePolicyActivated}, func(e ledger.Entry) error {
+		r, err := e.Parse()
+		if err != nil {
+			return err
+		}
+		var d record.PolicyActivated
+		if err := r.DecodeData(&d); err != nil {
+			return err
+		}
+		by = append(by, d.By)
+		return nil
+	})
+	if len(by) != 2 || by[1] != "token:"+id {
+		t.Errorf("activations by %v, want startup then token:%s", by, id)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "broken.rego"), []byte("package custos.decision\nnot rego"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	active := h.app.Engine.Active().Revision()
+	if code, _, errOut := run(t, map[string]string{"CUSTOS_TOKEN": adm.Token}, "policy", "reload", "--server", h.app.URL); code != 2 || !strings.Contains(errOut, "invalid policy set") || h.app.Engine.Active().Revision() != active {
+		t.Errorf("reload of a broken set: exit %d %s", code, errOut)
+	}
+
+	b := start(t)
+	if code, _, errOut := run(t, map[string]string{"CUSTOS_TOKEN": b.app.AdminToken}, "policy", "reload", "--server", b.app.URL); code != 2 || !strings.Contains(errOut, "built-in policy set") {
+		t.Errorf("reload on the built-in set: exit %d %s", code, errOut)
+	}
+}

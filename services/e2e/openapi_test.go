@@ -752,7 +752,11 @@ func TestOpenAPICheckerRejects(t *testing.T) {
 // checked against the spec.
 func TestOpenAPIConformance(t *testing.T) {
 	spec := oaLoad(t)
-	h := start(t)
+	// The built-in set from a directory, so that POST /v1/policy/reload has
+	// something to load.
+	policyDir := t.TempDir()
+	copyDir(t, "../../policies", policyDir)
+	h := start(t, func(c *app.Config) { c.PoliciesDir, c.PolicyPoll = policyDir, time.Hour })
 	c := &oaClient{t: t, spec: spec, base: h.app.URL}
 	admin := h.admin.Token
 	ctx := context.Background()
@@ -952,6 +956,8 @@ func TestOpenAPIConformance(t *testing.T) {
 	}
 	c.wantErr(400, "invalid_request", "status", "GET /v1/rights", oaReq{token: au, query: url.Values{"status": {"late"}}})
 	c.want(200, "GET /v1/policy", oaReq{token: au})
+	c.want(200, "POST /v1/policy/reload", oaReq{token: admin})
+	c.wantErr(403, "forbidden", "", "POST /v1/policy/reload", oaReq{token: au})
 
 	// Every authenticated operation: no token, a malformed one, a token of
 	// the wrong role.

@@ -538,6 +538,22 @@ func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// handlePolicyReload loads and activates the policy directory at an
+// admin's request; the activation on the ledger names the token.
+func (s *Server) handlePolicyReload(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Policies == nil {
+		return &Error{Code: CodeInvalidRequest, Field: "policies", Message: "this server decides with the built-in policy set; start it with --policies DIR to reload one"}
+	}
+	ctx, cancel := appendContext(r)
+	defer cancel()
+	rev, activated, err := s.cfg.Policies.ReloadPolicy(ctx, "token:"+tokenFrom(r).ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"policy_revision": rev, "activated": activated})
+	return nil
+}
+
 // handleConsents answers a subject's consents as ISO/IEC TS 27560 consent
 // records in JSON-LD (docs/vocabulary.md, "Consent records").
 func (s *Server) handleConsents(w http.ResponseWriter, r *http.Request) error {

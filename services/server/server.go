@@ -34,6 +34,16 @@ type Config struct {
 	Burst        int
 	// Ready reports extra readiness checks (NATS, key service, policy).
 	Ready func(ctx context.Context) map[string]Check
+	// Policies reloads the policy set on an admin's request; nil: the
+	// endpoint answers that this server has no reloadable set.
+	Policies PolicyReloader
+}
+
+// PolicyReloader loads the policy directory now and activates it, recording
+// on the ledger who asked (by). It reports the active revision and whether
+// it changed.
+type PolicyReloader interface {
+	ReloadPolicy(ctx context.Context, by string) (revision string, activated bool, err error)
 }
 
 // Check is one readiness check's result.
@@ -105,6 +115,7 @@ func (s *Server) routes() {
 	m.Handle("GET /v1/proofs/inclusions", s.authed(auth.RoleAuditor, s.handleInclusions))
 	m.Handle("GET /v1/proofs/consistency", s.authed(auth.RoleAuditor, s.handleConsistency))
 	m.Handle("GET /v1/policy", s.authed(auth.RoleAuditor, s.handlePolicy))
+	m.Handle("POST /v1/policy/reload", s.authed(auth.RoleAdmin, s.handlePolicyReload))
 	m.Handle("POST /v1/tokens", s.authed(auth.RoleAdmin, s.handleTokenCreate))
 	m.Handle("GET /v1/tokens", s.authed(auth.RoleAdmin, s.handleTokenList))
 	m.Handle("DELETE /v1/tokens/{id}", s.authed(auth.RoleAdmin, s.handleTokenRevoke))
