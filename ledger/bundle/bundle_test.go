@@ -207,17 +207,7 @@ func TestReadRefusesMalformedBundles(t *testing.T) {
 	with := func(e entry) []entry { return append(append([]entry(nil), good...), e) }
 	events := find(bundle.EventsFile)
 	manifest := find(bundle.ManifestFile)
-	setManifest := func(edit func(m map[string]any)) []entry {
-		var m map[string]any
-		if err := json.Unmarshal(manifest.data, &m); err != nil {
-			t.Fatal(err)
-		}
-		edit(m)
-		b, _ := json.Marshal(m)
-		out := append([]entry(nil), good...)
-		out[0].data = b
-		return out
-	}
+	setManifest := func(edit func(m map[string]any)) []entry { return setManifestOf(t, good, edit) }
 
 	for name, b := range map[string][]byte{
 		"not gzip":                   []byte("manifest.json"),

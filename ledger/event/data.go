@@ -181,18 +181,27 @@ func timestampPtr(name string, p **time.Time) binding {
 }
 
 func guardian(name string, p **Guardian) binding {
+	return object(name, p, "must be an object with ref and relation")
+}
+
+// object binds a member that is an object of known members, strict like
+// data, to *p, allocated when the member is present.
+func object[T any, PT interface {
+	*T
+	bindings() []binding
+}](name string, p *PT, shape string) binding {
 	return binding{
 		name: name,
 		decode: func(n *node, path string) *FieldError {
 			if n.kind != jObject {
-				return fieldErr(path, "must be an object with ref and relation")
+				return fieldErr(path, shape)
 			}
-			*p = &Guardian{}
+			*p = PT(new(T))
 			return decodeMembers(n, path, (*p).bindings(), &vctx{}, unknownField)
 		},
 		present: func() bool { return *p != nil },
 		check:   func(path string, c *vctx) *FieldError { return checkMembers(path, (*p).bindings(), c) },
-		members: func() []binding { return (&Guardian{}).bindings() },
+		members: func() []binding { return PT(new(T)).bindings() },
 	}
 }
 
@@ -383,19 +392,7 @@ func (d *NoticePublished) bindings() []binding {
 }
 
 func controller(name string, p **Controller) binding {
-	return binding{
-		name: name,
-		decode: func(n *node, path string) *FieldError {
-			if n.kind != jObject {
-				return fieldErr(path, "must be an object with name and contact")
-			}
-			*p = &Controller{}
-			return decodeMembers(n, path, (*p).bindings(), &vctx{}, unknownField)
-		},
-		present: func() bool { return *p != nil },
-		check:   func(path string, c *vctx) *FieldError { return checkMembers(path, (*p).bindings(), c) },
-		members: func() []binding { return (&Controller{}).bindings() },
-	}
+	return object(name, p, "must be an object with name and contact")
 }
 
 func (c *Controller) bindings() []binding {

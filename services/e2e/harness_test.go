@@ -306,6 +306,17 @@ func (h *harness) waitMirror() {
 // scanDir fails if any file under dir contains one of the needles.
 func scanDir(t *testing.T, dir string, needles ...string) {
 	t.Helper()
+	for _, n := range needles {
+		for _, path := range filesHolding(t, dir, []byte(n)) {
+			t.Errorf("%s contains %q in clear", path, n)
+		}
+	}
+}
+
+// filesHolding lists the files under dir that contain needle.
+func filesHolding(t *testing.T, dir string, needle []byte) []string {
+	t.Helper()
+	var out []string
 	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
 		if err != nil || info.IsDir() {
 			return err
@@ -314,16 +325,15 @@ func scanDir(t *testing.T, dir string, needles ...string) {
 		if err != nil {
 			return err
 		}
-		for _, n := range needles {
-			if bytes.Contains(b, []byte(n)) {
-				t.Errorf("%s contains %q in clear", path, n)
-			}
+		if bytes.Contains(b, needle) {
+			out = append(out, path)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return out
 }
 
 // A realistic life of one subject, reused by several tests.

@@ -302,29 +302,6 @@ func TestVaultOutage(t *testing.T) {
 	_ = time.Second
 }
 
-// filesHolding lists the files under dir that contain needle.
-func filesHolding(t *testing.T, dir string, needle []byte) []string {
-	t.Helper()
-	var out []string
-	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, needle) {
-			out = append(out, path)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // Erasure is physical: after a subject is erased and Custos stopped, no
 // byte sequence of any of their sealed values, nor of their wrapped data
 // key, remains anywhere under DATA/ — the NATS block files of the KV

@@ -19,19 +19,7 @@ import (
 // ledger's account: replies and deliveries it asks for land in AUDIT, where
 // nothing captures them.
 func TestEmbeddedAuditorCannotInjectIntoLedger(t *testing.T) {
-	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cn, err := srv.Custos.Connect("custos")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cn.Close()
-	cjs, _ := jetstream.New(cn)
+	srv, cjs, ctx := startLedgerServer(t)
 	ls, cs, err := ledger.EnsureStreams(ctx, cjs, ledger.StreamOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -109,19 +97,7 @@ func TestStartReportsAnAddressInUse(t *testing.T) {
 // An auditor can list its account's streams (`nats stream ls`), and the
 // consumers it may create on its mirrors are bounded.
 func TestAuditorListsStreamsWithBoundedConsumers(t *testing.T) {
-	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cn, err := srv.Custos.Connect("custos")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cn.Close()
-	cjs, _ := jetstream.New(cn)
+	srv, cjs, ctx := startLedgerServer(t)
 	if _, _, err := ledger.EnsureStreams(ctx, cjs, ledger.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -154,4 +130,24 @@ func TestAuditorListsStreamsWithBoundedConsumers(t *testing.T) {
 	if _, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "one-too-many"}); err == nil {
 		t.Fatalf("an auditor created consumer %d on its mirror", natsd.AuditMaxConsumers+1)
 	}
+}
+
+// startLedgerServer starts the embedded server and returns it with Custos's
+// JetStream context and a context bounding the test.
+func startLedgerServer(t *testing.T) (*natsd.Server, jetstream.JetStream, context.Context) {
+	t.Helper()
+	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	cn, err := srv.Custos.Connect("custos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cn.Close)
+	cjs, _ := jetstream.New(cn)
+	return srv, cjs, ctx
 }
