@@ -133,6 +133,39 @@ func (p *Parts) PolicyData() map[string]any {
 	return out
 }
 
+// StoredPolicyData is what PolicyData gave the policy when the event was
+// decided, rebuilt from the record's stored data (where commitments stand
+// in for personal values): personal members removed, the names of an
+// object of personal values ("fields") listed, and an object holding a
+// personal member ("guardian") reduced to true.
+func StoredPolicyData(typ string, stored map[string]any) map[string]any {
+	out := make(map[string]any, len(stored))
+	for k, v := range stored {
+		out[k] = v
+	}
+	for _, path := range event.PersonalMembers(typ) {
+		obj, _, nested := strings.Cut(path, ".")
+		switch {
+		case strings.HasSuffix(path, ".*"):
+			if m, ok := out[obj].(map[string]any); ok {
+				names := make([]string, 0, len(m))
+				for name := range m {
+					names = append(names, name)
+				}
+				sort.Strings(names)
+				out[obj] = names
+			}
+		case nested:
+			if _, ok := out[obj]; ok {
+				out[obj] = true
+			}
+		default:
+			delete(out, path)
+		}
+	}
+	return out
+}
+
 // Committed returns the record data: Data with a commitment in place of
 // every personal value.
 func (p *Parts) Committed(k *SubjectKey) map[string]any {

@@ -356,3 +356,23 @@ func TestPersonalMembersAreTheOnlyOnesSealed(t *testing.T) {
 		}
 	}
 }
+
+// What the policy saw is rebuilt exactly from the stored record data.
+func TestStoredPolicyDataIsPolicyData(t *testing.T) {
+	k := testKey(t, 3)
+	for _, tc := range splitCases() {
+		p, err := Split(tc.event)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := map[string]any{}
+		if err := json.Unmarshal([]byte(jsonOf(t, p.Committed(k))), &stored); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]any{}
+		_ = json.Unmarshal([]byte(jsonOf(t, p.PolicyData())), &want)
+		if got := jsonOf(t, StoredPolicyData(tc.event.Type, stored)); got != jsonOf(t, want) {
+			t.Errorf("%s:\n got %s\nwant %s", tc.name, got, jsonOf(t, want))
+		}
+	}
+}

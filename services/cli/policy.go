@@ -7,10 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"custos.dev/ledger/policy"
+	"custos.dev/ledger/whatif"
 	"custos.dev/policies"
 )
 
@@ -124,6 +126,81 @@ the server keeps its active set. Exit 0: active; 2: refused or no access.`,
 			})
 		},
 	}
-	cmd.AddCommand(test, check, reload)
+	var natsCreds, since, until, typ string
+	var fromSeq, toSeq uint64
+	whatIf := &cobra.Command{
+		Use:   "whatif DIR",
+		Short: "Re-decide the recorded history under the policy set in DIR and report what would change (auditor token)",
+		Long: `Re-decide every recorded decision — appended events and recorded denials
+alike — under the candidate policy set in DIR, each with exactly the subject
+state and the notices it was first decided with (the state as of the
+sequence before it), and report what would have been decided differently:
+totals (evaluated, unchanged, allow→deny, deny→allow, reasons changed only),
+every change with its sequence, type, time, subject pseudonym and old and
+new decision, and counts by reason code, type and destination.
+
+Reads through the HTTP API (auditor token) or straight from NATS with
+--nats-creds, like verify. It never appends and never changes the active
+set. Exit 0: nothing would change; 1: something would (like diff, so CI can
+gate a policy change on it); 2: error.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			fsys, _, err := policyDir(args)
+			if err != nil {
+				return err
+			}
+			candidate, err := policy.Load(ctx, fsys)
+			if err != nil {
+				return withCode(ExitUsage, err)
+			}
+			rng := whatif.Range{FromSeq: fromSeq, ToSeq: toSeq, Type: typ}
+			for _, t := range []struct {
+				flag, v string
+				into    *time.Time
+			}{{"--since", since, &rng.Since}, {"--until", until, &rng.Until}} {
+				if t.v == "" {
+					continue
+				}
+				if *t.into, err = time.Parse(time.RFC3339Nano, t.v); err != nil {
+					return withCode(ExitUsage, fmt.Errorf("%s: not an RFC 3339 time", t.flag))
+				}
+			}
+			src, err := e.recordSource(ctx, natsCreds, "custos-whatif")
+			if err != nil {
+				return withCode(ExitUsage, err)
+			}
+			opts := whatif.Options{Range: rng}
+			if e.isTerminal() {
+				opts.Progress = func(n int) { fmt.Fprintf(e.stderr, "\r%d records", n) }
+			}
+			rep, err := whatif.Run(ctx, src, candidate, opts)
+			if e.isTerminal() {
+				fmt.Fprintln(e.stderr)
+			}
+			if err != nil {
+				return withCode(ExitUsage, err)
+			}
+			_ = e.print(rep, func(w io.Writer) {
+				fmt.Fprintf(w, "%s under %s (%s): %d decisions re-decided, %d unchanged, %d allow→deny, %d deny→allow, %d reasons changed\n",
+					args[0], rep.CandidateRev, rep.Mode, rep.Evaluated, rep.Unchanged, rep.AllowToDeny, rep.DenyToAllow, rep.ReasonsOnly)
+				for _, c := range rep.Changes {
+					fmt.Fprintf(w, "%8d  %-26s  %-20s  %v %v -> %v %v\n", c.Seq, c.Type, c.Destination, c.Old.Allow, c.Old.Reasons, c.New.Allow, c.New.Reasons)
+				}
+			})
+			if rep.Changed() {
+				return withCode(ExitIntegrity, fmt.Errorf("%d decisions would change", len(rep.Changes)))
+			}
+			return nil
+		},
+	}
+	wf := whatIf.Flags()
+	wf.StringVar(&natsCreds, "nats-creds", "", "read straight from NATS with these credentials (DATA/nats-auditor.json) instead of the HTTP API")
+	wf.Uint64Var(&fromSeq, "from-seq", 0, "first sequence re-decided")
+	wf.Uint64Var(&toSeq, "to-seq", 0, "last sequence re-decided")
+	wf.StringVar(&since, "since", "", "re-decide events whose time is at or after (RFC 3339)")
+	wf.StringVar(&until, "until", "", "re-decide events whose time is before (RFC 3339)")
+	wf.StringVar(&typ, "type", "", "re-decide events of this type only")
+	cmd.AddCommand(test, check, reload, whatIf)
 	return cmd
 }

@@ -91,34 +91,42 @@ func (e *env) verifySource(ctx context.Context, natsCreds, vkey string) (verify.
 	if err != nil {
 		return nil, "", err
 	}
-	if natsCreds != "" {
-		c, err := readCredsFile(natsCreds)
-		if err != nil {
-			return nil, "", err
-		}
-		nc, err := c.Connect("custos-verify")
-		if err != nil {
-			return nil, "", fmt.Errorf("nats: %w", err)
-		}
-		context.AfterFunc(ctx, nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return nil, "", err
-		}
-		if key == "" {
-			return nil, "", errors.New("--verifier-key is required with --nats-creds (the auditor must not take the key from the system it audits)")
-		}
-		return ledger.NewReader(js).Source(), key, nil
+	if natsCreds != "" && key == "" {
+		return nil, "", errors.New("--verifier-key is required with --nats-creds (the auditor must not take the key from the system it audits)")
 	}
-	c := e.client()
+	src, err := e.recordSource(ctx, natsCreds, "custos-verify")
+	if err != nil {
+		return nil, "", err
+	}
 	if key == "" {
-		if key, err = c.VerifierKey(ctx); err != nil {
+		if key, err = e.client().VerifierKey(ctx); err != nil {
 			return nil, "", err
 		}
 	}
-	return client.VerifySource{C: c}, key, nil
+	return src, key, nil
 }
 
+// recordSource reads the ledger's records straight from NATS with the
+// credentials in natsCreds, or else through the HTTP API.
+func (e *env) recordSource(ctx context.Context, natsCreds, name string) (verify.Source, error) {
+	if natsCreds == "" {
+		return client.VerifySource{C: e.client()}, nil
+	}
+	c, err := readCredsFile(natsCreds)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := c.Connect(name)
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	context.AfterFunc(ctx, nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	return ledger.NewReader(js).Source(), nil
+}
 func readCredsFile(path string) (natsd.Credentials, error) {
 	var c natsd.Credentials
 	b, err := os.ReadFile(path)

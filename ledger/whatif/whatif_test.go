@@ -1,0 +1,76 @@
+package whatif_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"testing/fstest"
+
+	"custos.dev/ledger/decision"
+	"custos.dev/ledger/policy"
+	"custos.dev/ledger/record"
+	"custos.dev/ledger/whatif"
+)
+
+type records [][]byte
+
+func (r records) Events(_ context.Context, fn func(uint64, []byte) error) error {
+	for i, b := range r {
+		if err := fn(uint64(i+1), b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func body(t *testing.T, r *record.Record) []byte {
+	t.Helper()
+	b, err := record.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// candidate allows an event only while the subject has no consent: a rule
+// that depends on the state of the moment.
+const candidate = `package custos.decision
+
+decision := {"allow": true, "reasons": [], "obligations": []} if {
+	count(input.subject.consents) == 0
+} else := {"allow": false, "reasons": [{"code": "HAS_CONSENT", "message": "m"}], "obligations": []}
+
+test_allows if decision.allow with input as {"subject": {"consents": []}}
+`
+
+func TestRunRedecidesWithTheStateOfEachMoment(t *testing.T) {
+	set, err := policy.Load(context.Background(), fstest.MapFS{"decision.rego": {Data: []byte(candidate)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow := &decision.Decision{Allow: true, Reasons: []decision.Reason{}, Obligations: []any{}}
+	data := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
+	at := "2026-11-01T00:00:00Z"
+	src := records{
+		body(t, &record.Record{V: 1, Type: "privacy.subject.registered", ID: "r", Source: "/s", Time: at, Subject: "p", RecordedAt: at,
+			Data: data(map[string]any{"residence": "CN", "age": 30}), Decision: allow}),
+		body(t, &record.Record{V: 1, Type: "privacy.consent.granted", ID: "c", Source: "/s", Time: at, Subject: "p", RecordedAt: at,
+			Data: data(map[string]any{"consent_id": "c", "notice_version": "1", "purposes": []string{"security"}, "categories": []string{"usage.device"}}), Decision: allow}),
+		body(t, &record.Record{V: 1, Type: "privacy.data.used", ID: "u", Source: "/s", Time: at, Subject: "p", RecordedAt: at,
+			Data: data(map[string]any{"purpose": "security", "categories": []string{"usage.device"}}), Decision: allow}),
+	}
+	rep, err := whatif.Run(context.Background(), src, set, whatif.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The registration and the consent were decided with no consent yet:
+	// unchanged. The use came after the consent: denied now.
+	if rep.Evaluated != 3 || rep.Unchanged != 2 || rep.AllowToDeny != 1 || len(rep.Changes) != 1 || rep.Changes[0].Seq != 3 ||
+		rep.Changes[0].Subject != "p" || rep.ByReason["HAS_CONSENT"] != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+	rep, err = whatif.Run(context.Background(), src, set, whatif.Options{Range: whatif.Range{ToSeq: 2}})
+	if err != nil || rep.Evaluated != 2 || rep.Changed() {
+		t.Fatalf("range to 2: %+v %v", rep, err)
+	}
+}
