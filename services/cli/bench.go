@@ -93,6 +93,8 @@ ceiling as a ratio.`,
 					verdict(t.IngestHalfOfRaw), res.InProcVsAsync, res.IngestVsAsync, verdict(t.VerifyHalfOfRaw), res.VerifyVsRawRead)
 				fmt.Fprintf(w, "         decision p99 ≤ 100 µs %s (%.0f µs); group commit ≥ 4× per-message sync %s (%.1f×)\n",
 					verdict(t.DecisionP99), res.DecisionP99us, verdict(t.GroupCommit4x), res.BatchVsSync)
+				fmt.Fprintf(w, "         what-if ≥ 0.5 of live decisions %s (%.0f/s re-decided vs %.0f/s live, %.2f)\n",
+					verdict(t.WhatIfHalfOfLive), res.WhatIf, res.DecisionsPerSec, res.WhatIfVsLive)
 				if !t.All() {
 					fmt.Fprintln(w, "why a target is missed: the limits above, and docs/performance.md, \"What limits it\"")
 				}
