@@ -80,6 +80,10 @@ type PolicyActivated struct {
 	Revision string `json:"policy_revision"`
 	By       string `json:"by"`
 	Previous string `json:"previous_revision,omitempty"`
+	// BundleRevision and Signer describe a set shipped as an OPA bundle:
+	// its manifest revision and the key id that signed it.
+	BundleRevision string `json:"bundle_revision,omitempty"`
+	Signer         string `json:"signer,omitempty"`
 }
 
 // KeyDestroyed is the data of a custos.key.destroyed record.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -48,6 +49,10 @@ type Config struct {
 	PolicyDeadline time.Duration // one evaluation; 0: policy.DefaultDeadline
 	// AllowUntestedPolicy accepts a policy set without Rego tests.
 	AllowUntestedPolicy bool
+	// PolicyVerificationKey is a PEM public key: PoliciesDir must then be
+	// an OPA bundle signed by it, under PolicyKeyID.
+	PolicyVerificationKey string
+	PolicyKeyID           string
 	VaultAddr           string // empty: embedded dev key server
 	VaultToken          string
 	VaultRoleID         string
@@ -80,6 +85,7 @@ type App struct {
 	cancel     context.CancelFunc
 	bg         chan struct{}
 	policyErr  atomic.Pointer[string] // the last refused reload, nil after a good one
+	bundleInfo atomic.Pointer[policy.BundleInfo]
 	AdminToken string
 	URL        string // the API's base URL
 	NATSURL    string
@@ -272,7 +278,7 @@ type policyReloader struct{ a *App }
 // request naming why, and the active set stays.
 func (p policyReloader) ReloadPolicy(ctx context.Context, by string) (string, bool, error) {
 	a := p.a
-	set, err := policy.Load(ctx, os.DirFS(a.cfg.PoliciesDir), a.loadOptions()...)
+	set, err := a.loadSet(ctx)
 	if err != nil {
 		return "", false, &server.Error{Code: server.CodeInvalidRequest, Field: "policies", Message: err.Error()}
 	}
@@ -291,8 +297,57 @@ func (a *App) loadOptions() []policy.LoadOption {
 	return nil
 }
 
+// bundled reports whether --policies names an OPA bundle file rather than a
+// directory.
+func (a *App) bundled() bool {
+	if a.cfg.PoliciesDir == "" {
+		return false
+	}
+	info, err := os.Stat(a.cfg.PoliciesDir)
+	return err == nil && !info.IsDir()
+}
+
+// loadSet loads the configured set: the built-in one, a directory, or an
+// OPA bundle (verified when a verification key is set).
+func (a *App) loadSet(ctx context.Context) (*policy.Set, error) {
+	if !a.bundled() {
+		if a.cfg.PolicyVerificationKey != "" {
+			return nil, fmt.Errorf("%w: a policy verification key needs --policies to name a bundle file", policy.ErrInvalidPolicy)
+		}
+		a.bundleInfo.Store(nil)
+		return policy.Load(ctx, a.policyFS(), a.loadOptions()...)
+	}
+	f, err := os.Open(a.cfg.PoliciesDir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var keys *bundle.VerificationConfig
+	if a.cfg.PolicyVerificationKey != "" {
+		pem, err := os.ReadFile(a.cfg.PolicyVerificationKey)
+		if err != nil {
+			return nil, fmt.Errorf("policy verification key: %w", err)
+		}
+		id := a.cfg.PolicyKeyID
+		if id == "" {
+			id = DefaultPolicyKeyID
+		}
+		keys = policy.VerificationKeys(id, pem)
+	}
+	set, info, err := policy.LoadBundle(ctx, f, keys, a.loadOptions()...)
+	if err != nil {
+		return nil, err
+	}
+	a.bundleInfo.Store(&info)
+	return set, nil
+}
+
+// DefaultPolicyKeyID is the key id a policy bundle is signed under when
+// --policy-key-id is not given.
+const DefaultPolicyKeyID = "custos-policy"
+
 func (a *App) startPolicy(ctx context.Context) error {
-	set, err := policy.Load(ctx, a.policyFS(), a.loadOptions()...)
+	set, err := a.loadSet(ctx)
 	if err != nil {
 		return fmt.Errorf("policies: %w", err)
 	}
@@ -309,8 +364,11 @@ func (a *App) recordActivation(ctx context.Context, by string) error {
 	if prev == rev {
 		return nil
 	}
-	_, err := a.Ledger.AppendInternal(ctx, "", record.TypePolicyActivated, "policy-"+strings.TrimPrefix(rev, "sha256:")+"-after-"+strings.TrimPrefix(prev, "sha256:"),
-		record.PolicyActivated{Revision: rev, By: by, Previous: prev})
+	act := record.PolicyActivated{Revision: rev, By: by, Previous: prev}
+	if info := a.bundleInfo.Load(); info != nil {
+		act.BundleRevision, act.Signer = info.Revision, info.Signer
+	}
+	_, err := a.Ledger.AppendInternal(ctx, "", record.TypePolicyActivated, "policy-"+strings.TrimPrefix(rev, "sha256:")+"-after-"+strings.TrimPrefix(prev, "sha256:"), act)
 	return err
 }
 
@@ -418,7 +476,7 @@ func (a *App) streamLag() float64 {
 func (a *App) background(ctx context.Context) {
 	defer close(a.bg)
 	done := make(chan struct{})
-	if a.cfg.PoliciesDir != "" {
+	if a.cfg.PoliciesDir != "" && !a.bundled() {
 		go func() {
 			defer close(done)
 			policy.WatchFrom(ctx, a.cfg.PoliciesDir, a.Engine.Active().Revision(), a.cfg.PolicyPoll, func(s *policy.Set) {

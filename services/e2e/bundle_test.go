@@ -1,0 +1,90 @@
+package e2e_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"custos.dev/ledger"
+	"custos.dev/ledger/record"
+	"custos.dev/services/app"
+)
+
+func writeRSAKeys(t *testing.T, dir, name string) (private, public string) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	private, public = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".pub.pem")
+	if err := os.WriteFile(private, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(public, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return private, public
+}
+
+// The built-in set shipped as a signed OPA bundle: built with custos policy
+// build, accepted with the signer's key, its activation naming the signer
+// and the bundle's revision; a bundle signed by another key is refused at
+// reload (the active set stays), and an unsigned one at start.
+func TestSignedPolicyBundle(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub := writeRSAKeys(t, dir, "security")
+	otherPriv, _ := writeRSAKeys(t, dir, "intruder")
+	bundlePath := filepath.Join(dir, "policies.tar.gz")
+	build := func(key, revision string) {
+		t.Helper()
+		args := []string{"policy", "build", "-", "--out", bundlePath, "--revision", revision, "--key-id", "security-team"}
+		if key != "" {
+			args = append(args, "--signing-key", key)
+		}
+		if code, out, errOut := run(t, nil, args...); code != 0 {
+			t.Fatalf("policy build: exit %d %s %s", code, out, errOut)
+		}
+	}
+	build(priv, "r1")
+	h := start(t, func(c *app.Config) {
+		c.PoliciesDir, c.PolicyVerificationKey, c.PolicyKeyID, c.PolicyPoll = bundlePath, pub, "security-team", time.Hour
+	})
+	var acts []record.PolicyActivated
+	_ = ledger.NewReader(h.app.Ledger.JetStream()).Replay(context.Background(), ledger.Filter{Type: record.TypePolicyActivated}, func(e ledger.Entry) error {
+		r, _ := e.Parse()
+		var d record.PolicyActivated
+		_ = r.DecodeData(&d)
+		acts = append(acts, d)
+		return nil
+	})
+	if len(acts) != 1 || acts[0].Signer != "security-team" || acts[0].BundleRevision != "r1" {
+		t.Fatalf("activations %+v", acts)
+	}
+	em := h.emitter()
+	h.register(em, "user-bundle", "reg-bundle", 30)
+	h.mustDeny(em, h.transfer("user-bundle", "tr-bundle", "US", "standard_contract"), "DESTINATION_NOT_ALLOWED")
+
+	rev := h.app.Engine.Active().Revision()
+	build(otherPriv, "r2")
+	code, _, errOut := run(t, map[string]string{"CUSTOS_TOKEN": h.app.AdminToken}, "policy", "reload", "--server", h.app.URL)
+	if code != 2 || !strings.Contains(errOut, "verif") || h.app.Engine.Active().Revision() != rev {
+		t.Errorf("reload of a bundle signed by another key: exit %d %s", code, errOut)
+	}
+	h.down()
+	build("", "r3")
+	h.app = nil
+	if a, err := app.Start(context.Background(), h.cfg); err == nil {
+		_ = a.Close(context.Background())
+		t.Fatal("Custos started with an unsigned bundle and a verification key")
+	} else if !strings.Contains(err.Error(), ".signatures.json") {
+		t.Errorf("start with an unsigned bundle: %v", err)
+	}
+}
