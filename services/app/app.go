@@ -53,19 +53,19 @@ type Config struct {
 	// an OPA bundle signed by it, under PolicyKeyID.
 	PolicyVerificationKey string
 	PolicyKeyID           string
-	VaultAddr           string // empty: embedded dev key server
-	VaultToken          string
-	VaultRoleID         string
-	VaultSecretID       string
-	CheckpointInterval  time.Duration
-	RetentionInterval   time.Duration
-	KeyCacheTTL         time.Duration
-	Replicas            int
-	PlacementTags       []string
-	Origin              string
-	RatePerToken        float64
-	Clock               func() time.Time
-	Logger              *slog.Logger
+	VaultAddr             string // empty: embedded dev key server
+	VaultToken            string
+	VaultRoleID           string
+	VaultSecretID         string
+	CheckpointInterval    time.Duration
+	RetentionInterval     time.Duration
+	KeyCacheTTL           time.Duration
+	Replicas              int
+	PlacementTags         []string
+	Origin                string
+	RatePerToken          float64
+	Clock                 func() time.Time
+	Logger                *slog.Logger
 }
 
 // App is a running Custos.
