@@ -29,6 +29,9 @@ const (
 	RoleEmitter = "emitter"
 	RoleAuditor = "auditor"
 	RoleAdmin   = "admin"
+	// RolePolicy is a security team's: it may re-decide history under a
+	// candidate set and activate the server's policy set.
+	RolePolicy = "policy"
 )
 
 // Bucket is the KV bucket of token records.
@@ -38,7 +41,7 @@ const Bucket = "custos_tokens"
 var (
 	ErrNoToken      = errors.New("no token")
 	ErrBadToken     = errors.New("invalid or revoked token")
-	ErrInvalidRole  = errors.New("role must be emitter, auditor or admin")
+	ErrInvalidRole  = errors.New("role must be emitter, auditor, policy or admin")
 	ErrSourceNeeded = errors.New("an emitter token needs a source")
 	// ErrRevoked is Import's answer for a token revoked or deleted before.
 	ErrRevoked = errors.New("token was revoked or deleted; it is not restored")
@@ -123,7 +126,7 @@ func (s *Store) Create(ctx context.Context, role, source, note string) (*Token, 
 		if source == "" {
 			return nil, "", ErrSourceNeeded
 		}
-	case RoleAuditor, RoleAdmin:
+	case RoleAuditor, RolePolicy, RoleAdmin:
 	default:
 		return nil, "", ErrInvalidRole
 	}

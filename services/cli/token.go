@@ -13,11 +13,12 @@ func (e *env) tokenCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke API tokens (admin token required)"}
 	var role, source string
 	create := &cobra.Command{
-		Use: "create --role emitter|auditor|admin [--source URI]",
+		Use: "create --role emitter|auditor|policy|admin [--source URI]",
 		Long: `Create an API token (admin token via --token or $CUSTOS_TOKEN). An emitter
 token may send events only for its --source (a CloudEvents source URI); an
-auditor token reads the ledger, proofs, state and registers; an admin token
-may do everything. The secret is printed once, here: text gives token, id,
+auditor token reads the ledger, proofs, state and registers; a policy token
+(a security team's) may re-decide history under a candidate set and
+activate the server's policy set; an admin token may do everything. The secret is printed once, here: text gives token, id,
 role and source lines; JSON {"id", "token", "role", "source"}.`,
 		Short: "Create a token; an emitter token is bound to one CloudEvents source",
 		Args:  cobra.NoArgs,
@@ -34,7 +35,7 @@ role and source lines; JSON {"id", "token", "role", "source"}.`,
 			})
 		},
 	}
-	create.Flags().StringVar(&role, "role", "", "emitter, auditor or admin")
+	create.Flags().StringVar(&role, "role", "", "emitter, auditor, policy or admin")
 	create.Flags().StringVar(&source, "source", "", "the CloudEvents source an emitter token may send for")
 	_ = create.MarkFlagRequired("role")
 

@@ -26,6 +26,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"custos.dev/ledger/keys/keyserver"
+	"custos.dev/ledger/policy"
 	"custos.dev/services/app"
 )
 
@@ -957,11 +958,20 @@ func TestOpenAPIConformance(t *testing.T) {
 	c.wantErr(400, "invalid_request", "status", "GET /v1/rights", oaReq{token: au, query: url.Values{"status": {"late"}}})
 	c.want(200, "GET /v1/policy", oaReq{token: au})
 	c.want(200, "POST /v1/policy/reload", oaReq{token: admin})
+	var candidate bytes.Buffer
+	if err := policy.BuildBundle(&candidate, os.DirFS(policyDir), "oa", nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	wi := c.want(200, "POST /v1/policy/whatif", oaReq{token: admin, ctype: "application/gzip", body: candidate.Bytes()})
+	if n, _ := wi.body["changes"].([]any); len(n) != 0 {
+		t.Fatalf("whatif of the active set changed decisions: %s", oaShort(wi.raw))
+	}
+	c.wantErr(400, "invalid_request", "body", "POST /v1/policy/whatif", oaReq{token: admin, ctype: "application/gzip", body: []byte("x")})
 	c.wantErr(403, "forbidden", "", "POST /v1/policy/reload", oaReq{token: au})
 
 	// Every authenticated operation: no token, a malformed one, a token of
 	// the wrong role.
-	wrong := map[string]string{"emitter": au, "auditor": em, "admin": au}
+	wrong := map[string]string{"emitter": au, "auditor": em, "admin": au, "policy": au}
 	for _, key := range slices.Sorted(maps.Keys(spec.ops)) {
 		op := spec.ops[key]
 		if op.role == "none" {

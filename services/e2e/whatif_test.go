@@ -1,12 +1,18 @@
 package e2e_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"custos.dev/ledger/policy"
+	"custos.dev/services/client"
 )
 
 // whatifReport is the part of `custos policy whatif -o json` the tests read.
@@ -108,6 +114,29 @@ func TestWhatIfOverHistory(t *testing.T) {
 	}
 	if rep.ByReason["DESTINATION_NOT_ALLOWED"] != adults {
 		t.Errorf("changes by reason %v", rep.ByReason)
+	}
+	// The same over the API, with a security team's token and the candidate
+	// as an OPA bundle; an auditor token may not.
+	var bundle bytes.Buffer
+	if err := policy.BuildBundle(&bundle, os.DirFS(noDE), "no-de", nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	sec := client.New(h.app.URL, h.token("policy", "").Token)
+	resp, err := sec.Do(context.Background(), http.MethodPost, "/v1/policy/whatif", nil, bundle.Bytes(), "application/gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var api whatifReport
+	err = json.NewDecoder(resp.Body).Decode(&api)
+	resp.Body.Close()
+	if err != nil || api.AllowToDeny != adults || len(api.Changes) != adults {
+		t.Errorf("POST /v1/policy/whatif: %v, %d allow→deny, %d changes", err, api.AllowToDeny, len(api.Changes))
+	}
+	if _, err := h.auditor().Do(context.Background(), http.MethodPost, "/v1/policy/whatif", nil, bundle.Bytes(), "application/gzip"); !client.IsAPIError(err, "forbidden") {
+		t.Errorf("an auditor's whatif: %v, want 403", err)
+	}
+	if _, err := sec.Do(context.Background(), http.MethodPost, "/v1/policy/whatif", nil, []byte("not a bundle"), "application/gzip"); !client.IsAPIError(err, "invalid_request") {
+		t.Errorf("a body that is no bundle: %v, want 400", err)
 	}
 	if h.streamLen() != size || h.app.Engine.Active().Revision() != rev {
 		t.Errorf("whatif changed the ledger (%d -> %d records) or the active set", size, h.streamLen())

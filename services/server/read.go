@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -15,8 +16,10 @@ import (
 	"custos.dev/ledger"
 	"custos.dev/ledger/consentrecord"
 	"custos.dev/ledger/event"
+	"custos.dev/ledger/policy"
 	"custos.dev/ledger/state"
 	"custos.dev/ledger/tree"
+	"custos.dev/ledger/whatif"
 )
 
 // ReplayLine is one line of GET /v1/events. Event is the stored body,
@@ -551,6 +554,42 @@ func (s *Server) handlePolicyReload(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"policy_revision": rev, "activated": activated})
+	return nil
+}
+
+// handleWhatIf re-decides the recorded history under the candidate set in
+// the request body, an OPA bundle, and answers the report
+// (docs/policies.md, "What if"). Nothing is appended or activated.
+func (s *Server) handleWhatIf(w http.ResponseWriter, r *http.Request) error {
+	var rng whatif.Range
+	var err error
+	if rng.FromSeq, err = queryUint(r, "from_seq"); err != nil {
+		return err
+	}
+	if rng.ToSeq, err = queryUint(r, "to_seq"); err != nil {
+		return err
+	}
+	if rng.Since, err = queryTime(r, "since"); err != nil {
+		return err
+	}
+	if rng.Until, err = queryTime(r, "until"); err != nil {
+		return err
+	}
+	rng.Type = r.URL.Query().Get("type")
+	body := http.MaxBytesReader(w, r.Body, policy.MaxBundleBytes)
+	candidate, _, err := policy.LoadBundle(r.Context(), body, nil)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return err
+		}
+		return &Error{Code: CodeInvalidRequest, Field: "body", Message: err.Error()}
+	}
+	rep, err := whatif.Run(r.Context(), ledger.NewReader(s.l.JetStream()).Source(), candidate, whatif.Options{Range: rng})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ledger.ErrUnavailable, err)
+	}
+	writeJSON(w, http.StatusOK, rep)
 	return nil
 }
 
