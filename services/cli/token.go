@@ -41,8 +41,10 @@ role and source lines; JSON {"id", "token", "role", "source"}.`,
 
 	list := &cobra.Command{
 		Use: "list",
-		Long: `List every token, revoked ones included, newest first, never a secret: a
-table ID ROLE SOURCE CREATED REVOKED, or JSON {"tokens": [...]}.`,
+		Long: `List every token (admin token), revoked ones included, newest first, never a
+secret: a table ID ROLE SOURCE CREATED REVOKED, or JSON {"tokens": [{"id",
+"role", "source", "created_at", "revoked_at"}]}; revoked_at is null while a
+token is valid.`,
 		Short: "List tokens (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -74,8 +76,10 @@ table ID ROLE SOURCE CREATED REVOKED, or JSON {"tokens": [...]}.`,
 	}
 	revoke := &cobra.Command{
 		Use: "revoke ID",
-		Long: `Revoke the token with that id at once; a revocation lasts across restarts,
-the bootstrap admin token's included. An unknown id exits 2.`,
+		Long: `Revoke the token with that id at once (admin token): every request it makes
+from then on is 401. A revocation lasts across restarts, the bootstrap admin
+token's included. Text: "revoked ID"; JSON {"id", "revoked": true}. An
+unknown id exits 2.`,
 		Short: "Revoke a token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

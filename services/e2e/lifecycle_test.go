@@ -369,3 +369,62 @@ func TestPolicyReloadNamesTheToken(t *testing.T) {
 		t.Errorf("reload on the built-in set: exit %d %s", code, errOut)
 	}
 }
+
+// A refused event counts once in custos_http_errors_total; a replay's
+// consumer is gone soon after the replay, not minutes later; every command
+// says what it does in its --help.
+func TestSmallerPromises(t *testing.T) {
+	h := start(t)
+	em := h.emitter()
+	count := func() string {
+		res, err := http.Get(h.app.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, `custos_http_errors_total{code="invalid_event"}`) {
+				return strings.Fields(line)[1]
+			}
+		}
+		return "0"
+	}
+	before := count()
+	if r := h.send(em, "application/cloudevents+json", []byte(`{"specversion":"1.0"}`)); r.Status != http.StatusBadRequest {
+		t.Fatalf("invalid event: %d", r.Status)
+	}
+	if after := count(); !(before == "0" && after == "1") {
+		t.Errorf("custos_http_errors_total{code=\"invalid_event\"} went %s -> %s for one refused event", before, after)
+	}
+
+	h.register(em, "user-replayed", "reg-replayed", 30)
+	consumers := func() int {
+		info, err := h.app.Ledger.Stream().Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
+	baseline := consumers() // the follower's own
+	replayed := 0
+	if err := h.auditor().Replay(context.Background(), nil, func(client.ReplayLine) error {
+		if replayed++; replayed == 1 && consumers() != baseline+1 {
+			t.Errorf("during the replay: %d consumers, want %d", consumers(), baseline+1)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replay's consumer to go", func() bool { return consumers() == baseline })
+
+	for _, cmd := range [][]string{{"serve"}, {"token", "create"}, {"token", "list"}, {"token", "revoke"}, {"emit"}, {"replay"}, {"verify"},
+		{"audit", "export"}, {"audit", "verify"}, {"transfers"}, {"rights"}, {"policy", "test"}, {"policy", "check"},
+		{"policy", "reload"}, {"policy", "whatif"}, {"policy", "build"}, {"bench"}} {
+		code, out, _ := run(t, nil, append(cmd, "--help")...)
+		usage := strings.Index(out, "Usage:")
+		if code != 0 || usage < 150 {
+			t.Errorf("custos %s --help says %d characters before its usage, want a description", strings.Join(cmd, " "), usage)
+		}
+	}
+}
