@@ -128,12 +128,14 @@ test_gdpr_no_ground if {
 }
 
 test_gdpr_explicit_consent if {
-	c := consent({"destinations": ["US"], "recipients": ["acme-jp"], "categories": ["identity.account"]})
+	c := consent({"destinations": ["US"], "recipients": ["acme-jp"], "categories": ["identity.account"], "risks_informed": true})
 	d := decide(input_for("privacy.data.transferred", eea_transfer({"to_region": "US"}), eea_subject([c])))
 	d.allow == true
 	d.transfer_ground == "explicit_consent"
 	d.basis == "consent"
-	inp := input_for("privacy.data.transferred", eea_transfer({"to_region": "US"}), eea_subject([consent(object.union(withdrawn, {"destinations": ["US"]}))]))
+	uninformed := object.union(c, {"risks_informed": false})
+	denied_only(input_for("privacy.data.transferred", eea_transfer({"to_region": "US"}), eea_subject([uninformed])), "NO_TRANSFER_GROUND")
+	inp := input_for("privacy.data.transferred", eea_transfer({"to_region": "US"}), eea_subject([consent(object.union(withdrawn, {"destinations": ["US"], "risks_informed": true}))]))
 	denied_only(inp, "NO_TRANSFER_GROUND")
 }
 

@@ -70,6 +70,7 @@ base_consent := {
 	"recipients": [],
 	"cookies": [],
 	"guardian": false,
+	"risks_informed": false,
 	"granted_at": "2026-11-01T00:00:00Z",
 	"expires": null,
 	"withdrawn": false,

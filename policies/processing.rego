@@ -264,7 +264,8 @@ deny contains reason("ASSESSMENT_REF_REQUIRED", "a cross-border transfer needs t
 # residences that table maps to the GDPR; a transfer inside it is not a
 # Chapter V transfer. Outside it a transfer needs a ground: an adequacy
 # decision for the destination (Art. 45), an appropriate safeguard (Art. 46) or
-# the subject's explicit consent naming the destination (Art. 49(1)(a)).
+# the subject's explicit consent naming the destination, given after being
+# informed of the risks (Art. 49(1)(a): risks_informed).
 # ---------------------------------------------------------------------------
 
 gdpr_subject if rights_jurisdiction == "GDPR"
@@ -290,11 +291,12 @@ transfer_ground := "adequacy_decision" if {
 	d := chapter_v_dest
 	some c in consents
 	d in c.destinations
+	c.risks_informed == true
 	not scope_withdrawn(c, "destinations", d)
 	in_force(c)
 }
 
-deny contains reason("NO_TRANSFER_GROUND", sprintf("%s has no adequacy decision, and the transfer has neither an appropriate safeguard nor an explicit consent naming it", [d])) if {
+deny contains reason("NO_TRANSFER_GROUND", sprintf("%s has no adequacy decision, and the transfer has neither an appropriate safeguard nor an explicit consent naming it given after being informed of the risks", [d])) if {
 	d := chapter_v_dest
 	not transfer_ground
 }

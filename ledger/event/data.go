@@ -416,6 +416,23 @@ func (d *ConsentGranted) bindings() []binding {
 		guardian("guardian", &d.Guardian),
 		str("method", false, &d.Method, term(IsConsentMethod, "consent method ("+strings.Join(ConsentMethods(), ", ")+")")),
 		timestampPtr("expires", &d.Expires),
+		flag("risks_informed", &d.RisksInformed),
+	}
+}
+
+// flag binds an optional boolean member; false is its absence.
+func flag(name string, p *bool) binding {
+	return binding{
+		name: name,
+		decode: func(n *node, path string) *FieldError {
+			if n.kind != jBool {
+				return fieldErr(path, "must be true or false")
+			}
+			*p = n.b
+			return nil
+		},
+		present: func() bool { return *p },
+		check:   func(string, *vctx) *FieldError { return nil },
 	}
 }
 

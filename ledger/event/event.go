@@ -90,6 +90,11 @@ type ConsentGranted struct {
 	Guardian      *Guardian  `json:"guardian,omitempty"`
 	Method        string     `json:"method,omitempty"`
 	Expires       *time.Time `json:"expires,omitempty"`
+	// RisksInformed says the subject was told, before consenting, of the
+	// risks of transfers to its destinations for want of an adequacy
+	// decision and safeguards: what makes the consent a GDPR Art. 49(1)(a)
+	// derogation.
+	RisksInformed bool `json:"risks_informed,omitempty"`
 }
 
 // ConsentWithdrawn is the data of privacy.consent.withdrawn: a consent_id,

@@ -30,6 +30,7 @@ var nonPersonal = map[string]string{
 	"privacy.consent.granted guardian.relation":    "a closed vocabulary",
 	"privacy.consent.granted method":               "a closed vocabulary",
 	"privacy.consent.granted expires":              "a time",
+	"privacy.consent.granted risks_informed":       "a flag",
 	"privacy.consent.withdrawn consent_id":         "an identifier the platform chose",
 	"privacy.consent.withdrawn purposes":           "a closed vocabulary",
 	"privacy.consent.withdrawn destinations":       "region codes",

@@ -50,6 +50,7 @@ type ConsentState struct {
 	Recipients     []string   `json:"recipients"`
 	Cookies        []string   `json:"cookies"`
 	Guardian       bool       `json:"guardian"`
+	RisksInformed  bool       `json:"risks_informed"`
 	GrantedAt      time.Time  `json:"granted_at"`
 	Expires        *time.Time `json:"expires"`
 	Withdrawn      bool       `json:"withdrawn"`

@@ -76,7 +76,7 @@ func equalConsent(a, b *ConsentState) bool {
 	return a.ConsentID == b.ConsentID && a.NoticeVersion == b.NoticeVersion &&
 		slices.Equal(a.Purposes, b.Purposes) && slices.Equal(a.Categories, b.Categories) &&
 		slices.Equal(a.Destinations, b.Destinations) && slices.Equal(a.Recipients, b.Recipients) &&
-		slices.Equal(a.Cookies, b.Cookies) && a.Guardian == b.Guardian && a.GrantedAt.Equal(b.GrantedAt) &&
+		slices.Equal(a.Cookies, b.Cookies) && a.Guardian == b.Guardian && a.RisksInformed == b.RisksInformed && a.GrantedAt.Equal(b.GrantedAt) &&
 		equalTime(a.Expires, b.Expires) && a.Withdrawn == b.Withdrawn && equalTime(a.WithdrawnAt, b.WithdrawnAt) &&
 		slices.Equal(a.WithdrawnScope.Purposes, b.WithdrawnScope.Purposes) &&
 		slices.Equal(a.WithdrawnScope.Destinations, b.WithdrawnScope.Destinations) &&

@@ -49,7 +49,7 @@ func newConverter(data any) *converter {
 	cv.eventKeys = keys("type", "source", "id", "time", "data", "subject")
 	cv.subjectKeys = keys("registered", "erased", "erased_categories", "last_seq", "consents", "residence", "age")
 	cv.consentKeys = keys("consent_id", "notice_version", "purposes", "categories", "destinations", "recipients",
-		"cookies", "guardian", "granted_at", "expires", "withdrawn", "withdrawn_at", "withdrawn_scope")
+		"cookies", "guardian", "granted_at", "expires", "withdrawn", "withdrawn_at", "withdrawn_scope", "risks_informed")
 	cv.scopeKeys = keys("purposes", "destinations", "cookies", "categories")
 	cv.versionKeys = keys("version", "effective")
 	cv.noticesKeys = keys("versions", "current")
@@ -86,7 +86,7 @@ func internedStrings() []string {
 		"now", "event", "type", "source", "id", "time", "subject", "data",
 		"registered", "residence", "age", "erased", "erased_categories", "last_seq", "consents",
 		"consent_id", "notice_version", "purposes", "categories", "destinations", "recipients", "cookies",
-		"guardian", "granted_at", "expires", "withdrawn", "withdrawn_at", "withdrawn_scope",
+		"guardian", "granted_at", "expires", "withdrawn", "withdrawn_at", "withdrawn_scope", "risks_informed",
 		"notices", "current", "versions", "version", "effective",
 		// keys of event data (docs/schemas/)
 		"fields", "purpose", "storage_region", "retention", "recipient", "recipient_kind", "basis", "region",
@@ -225,7 +225,7 @@ func (cv *converter) subject(s *SubjectState) ast.Value {
 			ast.String(c.ConsentID), cv.str(c.NoticeVersion).Value,
 			cv.list(c.Purposes), cv.list(c.Categories), cv.list(c.Destinations), cv.list(c.Recipients), cv.list(c.Cookies),
 			ast.InternedValue(c.Guardian), timeAt(at[0]), timeAt(at[1]), ast.InternedValue(c.Withdrawn), timeAt(at[2]),
-			scope,
+			scope, ast.InternedValue(c.RisksInformed),
 		})
 	}
 	subject := objectBuilder{

@@ -191,7 +191,7 @@ func (s *Subject) ApplyDecoded(seq uint64, r *record.Record, dec *Decoded) {
 			ConsentID: d.ConsentID, NoticeVersion: d.NoticeVersion,
 			Purposes: orEmpty(d.Purposes), Categories: orEmpty(d.Categories), Destinations: orEmpty(d.Destinations),
 			Recipients: orEmpty(d.Recipients), Cookies: orEmpty(d.Cookies), Guardian: d.Guardian != nil,
-			GrantedAt: t, Expires: d.Expires, WithdrawnScope: emptyScope(),
+			RisksInformed: d.RisksInformed, GrantedAt: t, Expires: d.Expires, WithdrawnScope: emptyScope(),
 		}})
 	case *event.ConsentWithdrawn:
 		s.withdraw(d, t)
