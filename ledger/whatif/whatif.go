@@ -44,7 +44,7 @@ func (r Range) holds(seq uint64, typ string, at time.Time) bool {
 
 // Report is the outcome of Run.
 type Report struct {
-	Mode            string         `json:"mode"` // "recorded-state"
+	Mode            string         `json:"mode"` // "recorded-state" or "cascade"
 	CandidateRev    string         `json:"candidate_revision"`
 	Records         int            `json:"records"`
 	Evaluated       int            `json:"evaluated"`
@@ -102,6 +102,11 @@ type Options struct {
 	Deadline time.Duration
 	// Progress, when set, is called with the number of records read.
 	Progress func(records int)
+	// Cascade rebuilds the state as the candidate would have: an event it
+	// denies changes nothing, and an attempt it allows changes the state
+	// as an appended event does, so later decisions see the candidate's
+	// own history. Otherwise each decision sees the history as recorded.
+	Cascade bool
 }
 
 // Run re-decides every recorded decision in o.Range under candidate.
@@ -109,7 +114,11 @@ func Run(ctx context.Context, src Source, candidate *policy.Set, o Options) (*Re
 	if o.Deadline <= 0 {
 		o.Deadline = policy.DefaultDeadline
 	}
-	rep := &Report{Mode: "recorded-state", CandidateRev: candidate.Revision(), Changes: []Change{},
+	mode := "recorded-state"
+	if o.Cascade {
+		mode = "cascade"
+	}
+	rep := &Report{Mode: mode, CandidateRev: candidate.Revision(), Changes: []Change{},
 		ByReason: map[string]int{}, ByType: map[string]int{}, ByDestination: map[string]int{}}
 	subjects := map[string]*state.Subject{}
 	var notices []policy.NoticeVersion
@@ -128,22 +137,32 @@ func Run(ctx context.Context, src Source, candidate *policy.Set, o Options) (*Re
 			s = state.NewSubject(r.Subject)
 			subjects[r.Subject] = s
 		}
-		if in, old, ok := recordedDecision(r, s, notices); ok && o.Range.holds(seq, in.Event.Type, in.Event.Time) {
-			rep.Evaluated++
+		applied := r
+		in, old, ok := recordedDecision(r, s, notices)
+		if ok && (o.Cascade || o.Range.holds(seq, in.Event.Type, in.Event.Time)) {
 			d, _ := candidate.DecideWithin(ctx, in, o.Deadline)
-			oldV, newV := verdictOf(old), verdictOf(d)
-			if oldV.equal(newV) {
-				rep.Unchanged++
-			} else {
-				rep.add(Change{Seq: seq, Type: in.Event.Type, Time: in.Event.Time, Subject: r.Subject,
-					Destination: destination(in.Event.Data), Old: oldV, New: newV})
+			if o.Range.holds(seq, in.Event.Type, in.Event.Time) {
+				rep.Evaluated++
+				oldV, newV := verdictOf(old), verdictOf(d)
+				if oldV.equal(newV) {
+					rep.Unchanged++
+				} else {
+					rep.add(Change{Seq: seq, Type: in.Event.Type, Time: in.Event.Time, Subject: r.Subject,
+						Destination: destination(in.Event.Data), Old: oldV, New: newV})
+				}
+			}
+			if o.Cascade {
+				applied = cascaded(r, in, old.Allow, d.Allow)
 			}
 		}
-		if d, ok := noticeOf(r); ok {
+		if applied == nil {
+			return nil
+		}
+		if d, ok := noticeOf(applied); ok {
 			notices = append(notices, d)
 		}
 		if s != nil {
-			if err := s.Apply(seq, r); err != nil {
+			if err := s.Apply(seq, applied); err != nil {
 				return fmt.Errorf("sequence %d: %w", seq, err)
 			}
 		}
@@ -232,6 +251,55 @@ func recordedDecision(r *record.Record, s *state.Subject, notices []policy.Notic
 		return nil, old, false
 	}
 	return in, old, true
+}
+
+// cascaded is the record the candidate's history holds in place of r: r
+// itself when the candidate decides as recorded, nothing for an event it
+// denies, and the attempted event for a denial it allows.
+func cascaded(r *record.Record, in *policy.Input, wasAllowed, allows bool) *record.Record {
+	switch {
+	case wasAllowed == allows:
+		return r
+	case wasAllowed:
+		return nil
+	}
+	data, err := json.Marshal(eventData(in.Event.Type, in.Event.Data))
+	if err != nil {
+		return nil
+	}
+	return &record.Record{V: r.V, Type: in.Event.Type, ID: in.Event.ID, Source: in.Event.Source,
+		Time: record.FormatTime(in.Event.Time), Subject: r.Subject, RecordedAt: r.RecordedAt, Data: data}
+}
+
+// eventData turns what a policy saw of an event back into the shape of its
+// data, for the state to fold: an object of personal values listed by name
+// gets its names back (values unknown), an object reduced to true an empty
+// one.
+func eventData(typ string, seen map[string]any) map[string]any {
+	out := make(map[string]any, len(seen))
+	for k, v := range seen {
+		out[k] = v
+	}
+	for _, path := range event.PersonalMembers(typ) {
+		obj, _, nested := strings.Cut(path, ".")
+		switch {
+		case strings.HasSuffix(path, ".*"):
+			if names, ok := out[obj].([]any); ok {
+				m := map[string]any{}
+				for _, n := range names {
+					if s, ok := n.(string); ok {
+						m[s] = nil
+					}
+				}
+				out[obj] = m
+			}
+		case nested:
+			if out[obj] == true {
+				out[obj] = map[string]any{}
+			}
+		}
+	}
+	return out
 }
 
 func noticeOf(r *record.Record) (policy.NoticeVersion, bool) {

@@ -74,3 +74,42 @@ func TestRunRedecidesWithTheStateOfEachMoment(t *testing.T) {
 		t.Fatalf("range to 2: %+v %v", rep, err)
 	}
 }
+
+// noConsents refuses every consent and allows anything else only while the
+// subject holds none.
+const noConsents = `package custos.decision
+
+decision := {"allow": false, "reasons": [{"code": "NO_CONSENTS_HERE", "message": "m"}], "obligations": []} if {
+	input.event.type == "privacy.consent.granted"
+} else := {"allow": true, "reasons": [], "obligations": []} if {
+	count(input.subject.consents) == 0
+} else := {"allow": false, "reasons": [{"code": "HAS_CONSENT", "message": "m"}], "obligations": []}
+
+test_refuses_consents if not decision.allow with input as {"event": {"type": "privacy.consent.granted"}}
+`
+
+// In cascade mode a consent the candidate refuses is not in the state the
+// next decision sees; with the recorded state it is.
+func TestCascadeSeesTheCandidatesOwnHistory(t *testing.T) {
+	set, err := policy.Load(context.Background(), fstest.MapFS{"decision.rego": {Data: []byte(noConsents)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow := &decision.Decision{Allow: true, Reasons: []decision.Reason{}, Obligations: []any{}}
+	data := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
+	at := "2026-11-01T00:00:00Z"
+	src := records{
+		body(t, &record.Record{V: 1, Type: "privacy.consent.granted", ID: "c", Source: "/s", Time: at, Subject: "p", RecordedAt: at,
+			Data: data(map[string]any{"consent_id": "c", "notice_version": "1", "purposes": []string{"security"}, "categories": []string{"usage.device"}}), Decision: allow}),
+		body(t, &record.Record{V: 1, Type: "privacy.data.used", ID: "u", Source: "/s", Time: at, Subject: "p", RecordedAt: at,
+			Data: data(map[string]any{"purpose": "security", "categories": []string{"usage.device"}}), Decision: allow}),
+	}
+	recorded, err := whatif.Run(context.Background(), src, set, whatif.Options{})
+	if err != nil || recorded.Mode != "recorded-state" || len(recorded.Changes) != 2 {
+		t.Fatalf("recorded state: %+v %v; want the consent and the use changed", recorded, err)
+	}
+	cascade, err := whatif.Run(context.Background(), src, set, whatif.Options{Cascade: true})
+	if err != nil || cascade.Mode != "cascade" || len(cascade.Changes) != 1 || cascade.Changes[0].Seq != 1 || cascade.Unchanged != 1 {
+		t.Fatalf("cascade: %+v %v; want only the consent changed", cascade, err)
+	}
+}

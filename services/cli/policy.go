@@ -128,6 +128,7 @@ the server keeps its active set. Exit 0: active; 2: refused or no access.`,
 	}
 	var natsCreds, since, until, typ string
 	var fromSeq, toSeq uint64
+	var cascade bool
 	whatIf := &cobra.Command{
 		Use:   "whatif DIR",
 		Short: "Re-decide the recorded history under the policy set in DIR and report what would change (auditor token)",
@@ -137,7 +138,10 @@ state and the notices it was first decided with (the state as of the
 sequence before it), and report what would have been decided differently:
 totals (evaluated, unchanged, allow→deny, deny→allow, reasons changed only),
 every change with its sequence, type, time, subject pseudonym and old and
-new decision, and counts by reason code, type and destination.
+new decision, and counts by reason code, type and destination. With
+--cascade the state is rebuilt as the candidate would have made it (events
+it denies change nothing, attempts it allows count), so later decisions see
+the candidate's own history; the report names the mode.
 
 Reads through the HTTP API (auditor token) or straight from NATS with
 --nats-creds, like verify. It never appends and never changes the active
@@ -170,7 +174,7 @@ gate a policy change on it); 2: error.`,
 			if err != nil {
 				return withCode(ExitUsage, err)
 			}
-			opts := whatif.Options{Range: rng}
+			opts := whatif.Options{Range: rng, Cascade: cascade}
 			if e.isTerminal() {
 				opts.Progress = func(n int) { fmt.Fprintf(e.stderr, "\r%d records", n) }
 			}
@@ -201,6 +205,7 @@ gate a policy change on it); 2: error.`,
 	wf.StringVar(&since, "since", "", "re-decide events whose time is at or after (RFC 3339)")
 	wf.StringVar(&until, "until", "", "re-decide events whose time is before (RFC 3339)")
 	wf.StringVar(&typ, "type", "", "re-decide events of this type only")
+	wf.BoolVar(&cascade, "cascade", false, "rebuild the state as the candidate would have (events it denies change nothing) instead of the state as recorded")
 	var out, signingKey, keyID, revision string
 	build := &cobra.Command{
 		Use:   "build DIR --out FILE",

@@ -115,6 +115,13 @@ func TestWhatIfOverHistory(t *testing.T) {
 	if rep.ByReason["DESTINATION_NOT_ALLOWED"] != adults {
 		t.Errorf("changes by reason %v", rep.ByReason)
 	}
+	// Cascading changes nothing here (a refused transfer changes no state).
+	if code, c := whatif(noDE, "--server", h.app.URL, "--cascade"); code != 1 || c.Mode != "cascade" || c.AllowToDeny != adults || len(c.Changes) != adults {
+		t.Errorf("cascade without DE: exit %d, mode %s, %d changes", code, c.Mode, len(c.Changes))
+	}
+	if code, c := whatif(same, "--server", h.app.URL, "--cascade"); code != 0 || len(c.Changes) != 0 {
+		t.Errorf("cascade with the unchanged set: exit %d, %d changes", code, len(c.Changes))
+	}
 	// The same over the API, with a security team's token and the candidate
 	// as an OPA bundle; an auditor token may not.
 	var bundle bytes.Buffer

@@ -585,7 +585,8 @@ func (s *Server) handleWhatIf(w http.ResponseWriter, r *http.Request) error {
 		}
 		return &Error{Code: CodeInvalidRequest, Field: "body", Message: err.Error()}
 	}
-	rep, err := whatif.Run(r.Context(), ledger.NewReader(s.l.JetStream()).Source(), candidate, whatif.Options{Range: rng})
+	cascade := r.URL.Query().Get("cascade") == "true"
+	rep, err := whatif.Run(r.Context(), ledger.NewReader(s.l.JetStream()).Source(), candidate, whatif.Options{Range: rng, Cascade: cascade})
 	if err != nil {
 		return fmt.Errorf("%w: %v", ledger.ErrUnavailable, err)
 	}
