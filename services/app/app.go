@@ -5,6 +5,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -290,6 +291,36 @@ func (p policyReloader) ReloadPolicy(ctx context.Context, by string) (string, bo
 	return set.Revision(), true, a.recordActivation(ctx, by)
 }
 
+// InstallBundle loads an uploaded bundle (verified when a key is set),
+// replaces the configured bundle file with it, so that a restart decides
+// with it too, and activates it. Only a server started on a bundle file
+// installs bundles: a directory is the operator's to change.
+func (p policyReloader) InstallBundle(ctx context.Context, b []byte, by string) (string, bool, error) {
+	a := p.a
+	if !a.bundled() {
+		return "", false, &server.Error{Code: server.CodeInvalidRequest, Field: "policies",
+			Message: "this server decides with a policy directory; start it with --policies FILE.tar.gz to install bundles"}
+	}
+	keys, err := a.verificationKeys()
+	if err != nil {
+		return "", false, err
+	}
+	set, info, err := policy.LoadBundle(ctx, bytes.NewReader(b), keys, a.loadOptions()...)
+	if err != nil {
+		return "", false, &server.Error{Code: server.CodeInvalidRequest, Field: "body", Message: err.Error()}
+	}
+	if err := natsd.WriteFileAtomic(a.cfg.PoliciesDir, b, 0o644); err != nil {
+		return "", false, fmt.Errorf("%w: keep the bundle: %v", ledger.ErrUnavailable, err)
+	}
+	a.bundleInfo.Store(&info)
+	a.policyErr.Store(nil)
+	if !a.Engine.Activate(set) {
+		return set.Revision(), false, nil
+	}
+	a.log.Info("policy bundle installed", "revision", set.Revision(), "bundle_revision", info.Revision, "signer", info.Signer, "by", by)
+	return set.Revision(), true, a.recordActivation(ctx, by)
+}
+
 func (a *App) loadOptions() []policy.LoadOption {
 	if a.cfg.AllowUntestedPolicy {
 		return []policy.LoadOption{policy.AllowUntested()}
@@ -322,17 +353,9 @@ func (a *App) loadSet(ctx context.Context) (*policy.Set, error) {
 		return nil, err
 	}
 	defer f.Close()
-	var keys *bundle.VerificationConfig
-	if a.cfg.PolicyVerificationKey != "" {
-		pem, err := os.ReadFile(a.cfg.PolicyVerificationKey)
-		if err != nil {
-			return nil, fmt.Errorf("policy verification key: %w", err)
-		}
-		id := a.cfg.PolicyKeyID
-		if id == "" {
-			id = DefaultPolicyKeyID
-		}
-		keys = policy.VerificationKeys(id, pem)
+	keys, err := a.verificationKeys()
+	if err != nil {
+		return nil, err
 	}
 	set, info, err := policy.LoadBundle(ctx, f, keys, a.loadOptions()...)
 	if err != nil {
@@ -340,6 +363,23 @@ func (a *App) loadSet(ctx context.Context) (*policy.Set, error) {
 	}
 	a.bundleInfo.Store(&info)
 	return set, nil
+}
+
+// verificationKeys are the keys a bundle must be signed with, nil when
+// none is configured.
+func (a *App) verificationKeys() (*bundle.VerificationConfig, error) {
+	if a.cfg.PolicyVerificationKey == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(a.cfg.PolicyVerificationKey)
+	if err != nil {
+		return nil, fmt.Errorf("policy verification key: %w", err)
+	}
+	id := a.cfg.PolicyKeyID
+	if id == "" {
+		id = DefaultPolicyKeyID
+	}
+	return policy.VerificationKeys(id, pem), nil
 }
 
 // DefaultPolicyKeyID is the key id a policy bundle is signed under when

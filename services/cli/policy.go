@@ -258,6 +258,43 @@ The set is checked first: a set that would be refused at load is not built.`,
 	bf.StringVar(&keyID, "key-id", "custos-policy", "the key id the signature names")
 	bf.StringVar(&revision, "revision", "", "the bundle manifest's revision")
 	_ = build.MarkFlagRequired("out")
-	cmd.AddCommand(test, check, reload, whatIf, build)
+	install := &cobra.Command{
+		Use:   "install FILE",
+		Short: "Upload an OPA bundle to the server and activate it (policy or admin token)",
+		Long: `Upload the OPA bundle in FILE (custos policy build, opa build) to a server
+started with --policies BUNDLE.tar.gz: the server verifies it (with
+--policy-verification-key, when it has one), loads it and its tests,
+replaces its bundle file with it (so a restart keeps it) and activates it.
+The activation on the ledger names your token, the bundle's revision and its
+signer. A refused bundle is reported with why, and the active set stays.
+Exit 0: active; 2: refused or no access.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return withCode(ExitUsage, err)
+			}
+			resp, err := e.client().Do(cmd.Context(), "PUT", "/v1/policy", nil, b, "application/gzip")
+			if err != nil {
+				return withCode(ExitUsage, err)
+			}
+			defer resp.Body.Close()
+			var out struct {
+				Revision  string `json:"policy_revision"`
+				Activated bool   `json:"activated"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+				return withCode(ExitUsage, err)
+			}
+			return e.print(out, func(w io.Writer) {
+				if out.Activated {
+					fmt.Fprintf(w, "installed and activated %s\n", out.Revision)
+				} else {
+					fmt.Fprintf(w, "installed; %s was already active\n", out.Revision)
+				}
+			})
+		},
+	}
+	cmd.AddCommand(test, check, reload, whatIf, build, install)
 	return cmd
 }

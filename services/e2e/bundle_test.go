@@ -43,9 +43,9 @@ func TestSignedPolicyBundle(t *testing.T) {
 	priv, pub := writeRSAKeys(t, dir, "security")
 	otherPriv, _ := writeRSAKeys(t, dir, "intruder")
 	bundlePath := filepath.Join(dir, "policies.tar.gz")
-	build := func(key, revision string) {
+	buildFrom := func(src, out, key, revision string) {
 		t.Helper()
-		args := []string{"policy", "build", "-", "--out", bundlePath, "--revision", revision, "--key-id", "security-team"}
+		args := []string{"policy", "build", src, "--out", out, "--revision", revision, "--key-id", "security-team"}
 		if key != "" {
 			args = append(args, "--signing-key", key)
 		}
@@ -53,6 +53,7 @@ func TestSignedPolicyBundle(t *testing.T) {
 			t.Fatalf("policy build: exit %d %s %s", code, out, errOut)
 		}
 	}
+	build := func(key, revision string) { buildFrom("-", bundlePath, key, revision) }
 	build(priv, "r1")
 	h := start(t, func(c *app.Config) {
 		c.PoliciesDir, c.PolicyVerificationKey, c.PolicyKeyID, c.PolicyPoll = bundlePath, pub, "security-team", time.Hour
@@ -77,6 +78,44 @@ func TestSignedPolicyBundle(t *testing.T) {
 	code, _, errOut := run(t, map[string]string{"CUSTOS_TOKEN": h.app.AdminToken}, "policy", "reload", "--server", h.app.URL)
 	if code != 2 || !strings.Contains(errOut, "verif") || h.app.Engine.Active().Revision() != rev {
 		t.Errorf("reload of a bundle signed by another key: exit %d %s", code, errOut)
+	}
+
+	// A security team's token installs a new signed bundle over the API;
+	// one signed by another key is refused; a restart keeps the installed one.
+	sec := h.token("policy", "")
+	secEnv := map[string]string{"CUSTOS_TOKEN": sec.Token}
+	changed := t.TempDir()
+	copyDir(t, "../../policies", changed)
+	if err := os.WriteFile(filepath.Join(changed, "extra.rego"), []byte("package custos.extra\n\nx := 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r4 := filepath.Join(dir, "r4.tar.gz")
+	buildFrom(changed, r4, priv, "r4")
+	code, out, errOut := run(t, secEnv, "policy", "install", r4, "--server", h.app.URL, "--output", "json")
+	if code != 0 || !strings.Contains(out, `"activated": true`) {
+		t.Fatalf("policy install: exit %d %s %s", code, out, errOut)
+	}
+	installed := h.app.Engine.Active().Revision()
+	acts = acts[:0]
+	_ = ledger.NewReader(h.app.Ledger.JetStream()).Replay(context.Background(), ledger.Filter{Type: record.TypePolicyActivated}, func(e ledger.Entry) error {
+		r, _ := e.Parse()
+		var d record.PolicyActivated
+		_ = r.DecodeData(&d)
+		acts = append(acts, d)
+		return nil
+	})
+	id := strings.SplitN(strings.TrimPrefix(sec.Token, "cst_"), "_", 2)[0]
+	if last := acts[len(acts)-1]; last.By != "token:"+id || last.Signer != "security-team" || last.BundleRevision != "r4" || last.Revision != installed {
+		t.Errorf("the installation's activation: %+v", last)
+	}
+	intruder := filepath.Join(dir, "intruder.tar.gz")
+	buildFrom(changed, intruder, otherPriv, "r5")
+	if code, _, errOut := run(t, secEnv, "policy", "install", intruder, "--server", h.app.URL); code != 2 || h.app.Engine.Active().Revision() != installed {
+		t.Errorf("install of a bundle signed by another key: exit %d %s", code, errOut)
+	}
+	h.restart()
+	if got := h.app.Engine.Active().Revision(); got != installed {
+		t.Errorf("after a restart the active set is %s, want the installed %s", got, installed)
 	}
 	h.down()
 	build("", "r3")

@@ -967,6 +967,16 @@ func TestOpenAPIConformance(t *testing.T) {
 		t.Fatalf("whatif of the active set changed decisions: %s", oaShort(wi.raw))
 	}
 	c.wantErr(400, "invalid_request", "body", "POST /v1/policy/whatif", oaReq{token: admin, ctype: "application/gzip", body: []byte("x")})
+	c.wantErr(400, "invalid_request", "policies", "PUT /v1/policy", oaReq{token: admin, ctype: "application/gzip", body: candidate.Bytes()})
+	// A second server, started on a bundle file, installs one.
+	bundlePath := filepath.Join(t.TempDir(), "policies.tar.gz")
+	if err := os.WriteFile(bundlePath, candidate.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hb := start(t, func(c *app.Config) { c.PoliciesDir = bundlePath })
+	cb := &oaClient{t: t, spec: spec, base: hb.app.URL}
+	cb.want(200, "PUT /v1/policy", oaReq{token: hb.admin.Token, ctype: "application/gzip", body: candidate.Bytes()})
+	cb.wantErr(400, "invalid_request", "body", "PUT /v1/policy", oaReq{token: hb.admin.Token, ctype: "application/gzip", body: []byte("x")})
 	c.wantErr(403, "forbidden", "", "POST /v1/policy/reload", oaReq{token: au})
 
 	// Every authenticated operation: no token, a malformed one, a token of

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"sort"
@@ -550,6 +551,26 @@ func (s *Server) handlePolicyReload(w http.ResponseWriter, r *http.Request) erro
 	ctx, cancel := appendContext(r)
 	defer cancel()
 	rev, activated, err := s.cfg.Policies.ReloadPolicy(ctx, "token:"+tokenFrom(r).ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"policy_revision": rev, "activated": activated})
+	return nil
+}
+
+// handlePolicyInstall activates the OPA bundle in the request body; the
+// activation on the ledger names the token and the bundle's signer.
+func (s *Server) handlePolicyInstall(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Policies == nil {
+		return &Error{Code: CodeInvalidRequest, Field: "policies", Message: "this server decides with the built-in policy set; start it with --policies FILE.tar.gz to install bundles"}
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, policy.MaxBundleBytes))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := appendContext(r)
+	defer cancel()
+	rev, activated, err := s.cfg.Policies.InstallBundle(ctx, b, "token:"+tokenFrom(r).ID)
 	if err != nil {
 		return err
 	}

@@ -44,6 +44,9 @@ type Config struct {
 // it changed.
 type PolicyReloader interface {
 	ReloadPolicy(ctx context.Context, by string) (revision string, activated bool, err error)
+	// InstallBundle verifies and loads an uploaded OPA bundle, makes it the
+	// configured set (so that a restart keeps it) and activates it.
+	InstallBundle(ctx context.Context, bundle []byte, by string) (revision string, activated bool, err error)
 }
 
 // Check is one readiness check's result.
@@ -117,6 +120,7 @@ func (s *Server) routes() {
 	m.Handle("GET /v1/policy", s.authed(auth.RoleAuditor, s.handlePolicy))
 	m.Handle("POST /v1/policy/reload", s.authed(auth.RolePolicy, s.handlePolicyReload))
 	m.Handle("POST /v1/policy/whatif", s.authed(auth.RolePolicy, s.handleWhatIf))
+	m.Handle("PUT /v1/policy", s.authed(auth.RolePolicy, s.handlePolicyInstall))
 	m.Handle("POST /v1/tokens", s.authed(auth.RoleAdmin, s.handleTokenCreate))
 	m.Handle("GET /v1/tokens", s.authed(auth.RoleAdmin, s.handleTokenList))
 	m.Handle("DELETE /v1/tokens/{id}", s.authed(auth.RoleAdmin, s.handleTokenRevoke))
