@@ -11,6 +11,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -111,5 +113,46 @@ func TestBundles(t *testing.T) {
 		} else {
 			t.Logf("%s: %v", name, err)
 		}
+	}
+}
+
+// A bundle server is polled with If-None-Match: a changed bundle loads, an
+// unchanged one costs a 304, a refused one keeps being refused.
+func TestBundleServer(t *testing.T) {
+	ctx := context.Background()
+	priv, pub := rsaKeys(t)
+	var signed bytes.Buffer
+	if err := BuildBundle(&signed, os.DirFS(realSetDir), "r1", priv, "security-team"); err != nil {
+		t.Fatal(err)
+	}
+	body := signed.Bytes()
+	etag := `"r1"`
+	gets := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gets++
+		if r.Header.Get("If-None-Match") == etag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", etag)
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	b := &BundleServer{URL: srv.URL, Keys: VerificationKeys("security-team", pub)}
+	s, info, err := b.Fetch(ctx)
+	if err != nil || s == nil || info.Signer != "security-team" {
+		t.Fatalf("first fetch: %v %+v", err, info)
+	}
+	if _, _, err := b.Fetch(ctx); !errors.Is(err, ErrNotModified) {
+		t.Errorf("second fetch: %v, want not modified", err)
+	}
+	body, etag = []byte("not a bundle"), `"broken"`
+	for i := 0; i < 2; i++ {
+		if _, _, err := b.Fetch(ctx); !errors.Is(err, ErrInvalidPolicy) {
+			t.Errorf("broken bundle, fetch %d: %v", i, err)
+		}
+	}
+	if gets != 4 {
+		t.Errorf("%d requests, want 4", gets)
 	}
 }

@@ -54,19 +54,22 @@ type Config struct {
 	// an OPA bundle signed by it, under PolicyKeyID.
 	PolicyVerificationKey string
 	PolicyKeyID           string
-	VaultAddr             string // empty: embedded dev key server
-	VaultToken            string
-	VaultRoleID           string
-	VaultSecretID         string
-	CheckpointInterval    time.Duration
-	RetentionInterval     time.Duration
-	KeyCacheTTL           time.Duration
-	Replicas              int
-	PlacementTags         []string
-	Origin                string
-	RatePerToken          float64
-	Clock                 func() time.Time
-	Logger                *slog.Logger
+	// PolicyBundleURL is a bundle server's URL for the policy bundle,
+	// polled every PolicyPoll (instead of PoliciesDir).
+	PolicyBundleURL    string
+	VaultAddr          string // empty: embedded dev key server
+	VaultToken         string
+	VaultRoleID        string
+	VaultSecretID      string
+	CheckpointInterval time.Duration
+	RetentionInterval  time.Duration
+	KeyCacheTTL        time.Duration
+	Replicas           int
+	PlacementTags      []string
+	Origin             string
+	RatePerToken       float64
+	Clock              func() time.Time
+	Logger             *slog.Logger
 }
 
 // App is a running Custos.
@@ -87,6 +90,7 @@ type App struct {
 	bg         chan struct{}
 	policyErr  atomic.Pointer[string] // the last refused reload, nil after a good one
 	bundleInfo atomic.Pointer[policy.BundleInfo]
+	bundleSrv  *policy.BundleServer
 	AdminToken string
 	URL        string // the API's base URL
 	NATSURL    string
@@ -365,6 +369,57 @@ func (a *App) loadSet(ctx context.Context) (*policy.Set, error) {
 	return set, nil
 }
 
+// startBundleServer fetches the first bundle from the bundle server: Custos
+// does not start without it, rather than decide with another set.
+func (a *App) startBundleServer(ctx context.Context) (*policy.Set, error) {
+	if a.cfg.PoliciesDir != "" {
+		return nil, fmt.Errorf("%w: --policies and --policy-bundle-url exclude each other", policy.ErrInvalidPolicy)
+	}
+	keys, err := a.verificationKeys()
+	if err != nil {
+		return nil, err
+	}
+	a.bundleSrv = &policy.BundleServer{URL: a.cfg.PolicyBundleURL, Keys: keys, Opts: a.loadOptions()}
+	set, info, err := a.bundleSrv.Fetch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.bundleInfo.Store(&info)
+	return set, nil
+}
+
+// pollBundleServer activates each new bundle the bundle server serves.
+func (a *App) pollBundleServer(ctx context.Context) {
+	t := time.NewTicker(a.cfg.PolicyPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		set, info, err := a.bundleSrv.Fetch(ctx)
+		switch {
+		case errors.Is(err, policy.ErrNotModified):
+			continue
+		case err != nil:
+			msg := err.Error()
+			a.policyErr.Store(&msg)
+			a.log.Error("policy bundle refused; the active set stays", "err", err)
+			continue
+		}
+		a.policyErr.Store(nil)
+		a.bundleInfo.Store(&info)
+		if !a.Engine.Activate(set) {
+			continue
+		}
+		a.log.Info("policy bundle activated", "revision", set.Revision(), "bundle_revision", info.Revision, "signer", info.Signer)
+		if err := a.recordActivation(ctx, "bundle-server"); err != nil {
+			a.log.Error("record policy activation", "err", err)
+		}
+	}
+}
+
 // verificationKeys are the keys a bundle must be signed with, nil when
 // none is configured.
 func (a *App) verificationKeys() (*bundle.VerificationConfig, error) {
@@ -387,7 +442,13 @@ func (a *App) verificationKeys() (*bundle.VerificationConfig, error) {
 const DefaultPolicyKeyID = "custos-policy"
 
 func (a *App) startPolicy(ctx context.Context) error {
-	set, err := a.loadSet(ctx)
+	var set *policy.Set
+	var err error
+	if a.cfg.PolicyBundleURL != "" {
+		set, err = a.startBundleServer(ctx)
+	} else {
+		set, err = a.loadSet(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("policies: %w", err)
 	}
@@ -516,7 +577,12 @@ func (a *App) streamLag() float64 {
 func (a *App) background(ctx context.Context) {
 	defer close(a.bg)
 	done := make(chan struct{})
-	if a.cfg.PoliciesDir != "" && !a.bundled() {
+	if a.bundleSrv != nil {
+		go func() {
+			defer close(done)
+			a.pollBundleServer(ctx)
+		}()
+	} else if a.cfg.PoliciesDir != "" && !a.bundled() {
 		go func() {
 			defer close(done)
 			policy.WatchFrom(ctx, a.cfg.PoliciesDir, a.Engine.Active().Revision(), a.cfg.PolicyPoll, func(s *policy.Set) {

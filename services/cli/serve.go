@@ -72,6 +72,7 @@ read-only NATS credentials for auditors to DATA/nats-auditor.json.`,
 	f.StringVar(&cfg.PoliciesDir, "policies", "", "policy directory, watched and hot-reloaded, or an OPA bundle file (reloaded with custos policy reload) (default: the built-in set)")
 	f.StringVar(&cfg.PolicyVerificationKey, "policy-verification-key", "", "PEM public key: --policies must be an OPA bundle signed with it")
 	f.StringVar(&cfg.PolicyKeyID, "policy-key-id", app.DefaultPolicyKeyID, "the key id the policy bundle is signed under")
+	f.StringVar(&cfg.PolicyBundleURL, "policy-bundle-url", "", "poll this bundle server URL for the policy bundle (ETag, as OPA's bundle service), instead of --policies")
 	f.DurationVar(&cfg.PolicyDeadline, "policy-deadline", policy.DefaultDeadline, "how long one policy evaluation may take; a slower one is a POLICY_ERROR deny")
 	f.BoolVar(&cfg.AllowUntestedPolicy, "allow-untested-policy", false, "accept a policy set that has no Rego tests (refused by default)")
 	f.StringVar(&cfg.VaultAddr, "vault-addr", "", "Vault address (default $VAULT_ADDR; none: embedded dev key server)")

@@ -6,9 +6,13 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,5 +129,82 @@ func TestSignedPolicyBundle(t *testing.T) {
 		t.Fatal("Custos started with an unsigned bundle and a verification key")
 	} else if !strings.Contains(err.Error(), ".signatures.json") {
 		t.Errorf("start with an unsigned bundle: %v", err)
+	}
+}
+
+// A bundle server is polled: its first bundle is the set at start, each new
+// one is activated (the ledger names the bundle server and the signer), and
+// one signed by another key is refused while the active set stays.
+func TestPolicyBundleServer(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub := writeRSAKeys(t, dir, "security")
+	otherPriv, _ := writeRSAKeys(t, dir, "intruder")
+	bundleOf := func(src, key, revision string) []byte {
+		t.Helper()
+		out := filepath.Join(dir, revision+".tar.gz")
+		if code, o, e := run(t, nil, "policy", "build", src, "--out", out, "--revision", revision, "--key-id", "security-team", "--signing-key", key); code != 0 {
+			t.Fatalf("policy build: %d %s %s", code, o, e)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	var mu sync.Mutex
+	served, etag := bundleOf("-", priv, "r1"), `"r1"`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Header.Get("If-None-Match") == etag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", etag)
+		_, _ = w.Write(served)
+	}))
+	defer srv.Close()
+	h := start(t, func(c *app.Config) {
+		c.PolicyBundleURL, c.PolicyVerificationKey, c.PolicyKeyID, c.PolicyPoll = srv.URL, pub, "security-team", 20*time.Millisecond
+	})
+	first := h.app.Engine.Active().Revision()
+
+	changed := t.TempDir()
+	copyDir(t, "../../policies", changed)
+	if err := os.WriteFile(filepath.Join(changed, "extra.rego"), []byte("package custos.extra\n\nx := 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r2 := bundleOf(changed, priv, "r2")
+	mu.Lock()
+	served, etag = r2, `"r2"`
+	mu.Unlock()
+	waitFor(t, "the bundle server's new bundle", func() bool { return h.app.Engine.Active().Revision() != first })
+	var last record.PolicyActivated
+	waitFor(t, "its activation on the ledger", func() bool {
+		_ = ledger.NewReader(h.app.Ledger.JetStream()).Replay(context.Background(), ledger.Filter{Type: record.TypePolicyActivated}, func(e ledger.Entry) error {
+			r, _ := e.Parse()
+			_ = r.DecodeData(&last)
+			return nil
+		})
+		return last.By == "bundle-server"
+	})
+	if last.Signer != "security-team" || last.BundleRevision != "r2" {
+		t.Errorf("activation %+v", last)
+	}
+	active := h.app.Engine.Active().Revision()
+	mu.Lock()
+	served, etag = bundleOf(changed, otherPriv, "r3"), `"r3"`
+	mu.Unlock()
+	waitFor(t, "the refusal on /readyz", func() bool {
+		res, err := h.readyz(true)
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return strings.Contains(string(b), "refused")
+	})
+	if h.app.Engine.Active().Revision() != active {
+		t.Error("a bundle signed by another key was activated")
 	}
 }
