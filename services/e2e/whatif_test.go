@@ -64,6 +64,11 @@ func TestWhatIfOverHistory(t *testing.T) {
 			"categories": []string{"identity.account"}, "purpose": "service_provision", "storage_region": "CN", "retention": "P1Y"}), "GUARDIAN_CONSENT_REQUIRED")
 	}
 	size, rev := h.streamLen(), h.app.Engine.Active().Revision()
+	treeSize := h.app.Ledger.Tree().Size()
+	root, err := h.app.Ledger.Tree().Root(treeSize)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	same := t.TempDir()
 	copyDir(t, "../../policies", same)
@@ -147,5 +152,8 @@ func TestWhatIfOverHistory(t *testing.T) {
 	}
 	if h.streamLen() != size || h.app.Engine.Active().Revision() != rev {
 		t.Errorf("whatif changed the ledger (%d -> %d records) or the active set", size, h.streamLen())
+	}
+	if after, err := h.app.Ledger.Tree().Root(treeSize); err != nil || after != root || h.app.Ledger.Tree().Size() != treeSize {
+		t.Errorf("the tree changed: size %d -> %d, root %x -> %x (%v)", treeSize, h.app.Ledger.Tree().Size(), root, after, err)
 	}
 }
