@@ -23,6 +23,25 @@ func (r records) Events(_ context.Context, fn func(uint64, []byte) error) error 
 	return nil
 }
 
+// allowed is the stored body of an event of type typ about subject p that
+// was allowed, with data.
+func allowed(t *testing.T, typ, id string, data any) []byte {
+	t.Helper()
+	raw, err := json.Marshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const at = "2026-11-01T00:00:00Z"
+	return body(t, &record.Record{V: 1, Type: typ, ID: id, Source: "/s", Time: at, Subject: "p", RecordedAt: at, Data: raw,
+		Decision: &decision.Decision{Allow: true, Reasons: []decision.Reason{}, Obligations: []any{}}})
+}
+
+var (
+	registration = map[string]any{"residence": "CN", "age": 30}
+	grant        = map[string]any{"consent_id": "c", "notice_version": "1", "purposes": []string{"security"}, "categories": []string{"usage.device"}}
+	use          = map[string]any{"purpose": "security", "categories": []string{"usage.device"}}
+)
+
 func body(t *testing.T, r *record.Record) []byte {
 	t.Helper()
 	b, err := record.Marshal(r)
@@ -48,16 +67,10 @@ func TestRunRedecidesWithTheStateOfEachMoment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	allow := &decision.Decision{Allow: true, Reasons: []decision.Reason{}, Obligations: []any{}}
-	data := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
-	at := "2026-11-01T00:00:00Z"
 	src := records{
-		body(t, &record.Record{V: 1, Type: "privacy.subject.registered", ID: "r", Source: "/s", Time: at, Subject: "p", RecordedAt: at,
-			Data: data(map[string]any{"residence": "CN", "age": 30}), Decision: allow}),
-		body(t, &record.Record{V: 1, Type: "privacy.consent.granted", ID: "c", Source: "/s", Time: at, Subject: "p", RecordedAt: at,
-			Data: data(map[string]any{"consent_id": "c", "notice_version": "1", "purposes": []string{"security"}, "categories": []string{"usage.device"}}), Decision: allow}),
-		body(t, &record.Record{V: 1, Type: "privacy.data.used", ID: "u", Source: "/s", Time: at, Subject: "p", RecordedAt: at,
-			Data: data(map[string]any{"purpose": "security", "categories": []string{"usage.device"}}), Decision: allow}),
+		allowed(t, "privacy.subject.registered", "r", registration),
+		allowed(t, "privacy.consent.granted", "c", grant),
+		allowed(t, "privacy.data.used", "u", use),
 	}
 	rep, err := whatif.Run(context.Background(), src, set, whatif.Options{})
 	if err != nil {
@@ -95,14 +108,9 @@ func TestCascadeSeesTheCandidatesOwnHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	allow := &decision.Decision{Allow: true, Reasons: []decision.Reason{}, Obligations: []any{}}
-	data := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
-	at := "2026-11-01T00:00:00Z"
 	src := records{
-		body(t, &record.Record{V: 1, Type: "privacy.consent.granted", ID: "c", Source: "/s", Time: at, Subject: "p", RecordedAt: at,
-			Data: data(map[string]any{"consent_id": "c", "notice_version": "1", "purposes": []string{"security"}, "categories": []string{"usage.device"}}), Decision: allow}),
-		body(t, &record.Record{V: 1, Type: "privacy.data.used", ID: "u", Source: "/s", Time: at, Subject: "p", RecordedAt: at,
-			Data: data(map[string]any{"purpose": "security", "categories": []string{"usage.device"}}), Decision: allow}),
+		allowed(t, "privacy.consent.granted", "c", grant),
+		allowed(t, "privacy.data.used", "u", use),
 	}
 	recorded, err := whatif.Run(context.Background(), src, set, whatif.Options{})
 	if err != nil || recorded.Mode != "recorded-state" || len(recorded.Changes) != 2 {

@@ -105,25 +105,7 @@ Rego, failing or missing tests, unusable settings) is reported with why, and
 the server keeps its active set. Exit 0: active; 2: refused or no access.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := e.client().Do(cmd.Context(), "POST", "/v1/policy/reload", nil, nil, "")
-			if err != nil {
-				return withCode(ExitUsage, err)
-			}
-			defer resp.Body.Close()
-			var out struct {
-				Revision  string `json:"policy_revision"`
-				Activated bool   `json:"activated"`
-			}
-			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-				return withCode(ExitUsage, err)
-			}
-			return e.print(out, func(w io.Writer) {
-				if out.Activated {
-					fmt.Fprintf(w, "activated %s\n", out.Revision)
-				} else {
-					fmt.Fprintf(w, "%s is already active\n", out.Revision)
-				}
-			})
+			return e.activate(cmd, "POST", "/v1/policy/reload", nil, "activated %s\n", "%s is already active\n")
 		},
 	}
 	var natsCreds, since, until, typ string
@@ -274,27 +256,37 @@ Exit 0: active; 2: refused or no access.`,
 			if err != nil {
 				return withCode(ExitUsage, err)
 			}
-			resp, err := e.client().Do(cmd.Context(), "PUT", "/v1/policy", nil, b, "application/gzip")
-			if err != nil {
-				return withCode(ExitUsage, err)
-			}
-			defer resp.Body.Close()
-			var out struct {
-				Revision  string `json:"policy_revision"`
-				Activated bool   `json:"activated"`
-			}
-			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-				return withCode(ExitUsage, err)
-			}
-			return e.print(out, func(w io.Writer) {
-				if out.Activated {
-					fmt.Fprintf(w, "installed and activated %s\n", out.Revision)
-				} else {
-					fmt.Fprintf(w, "installed; %s was already active\n", out.Revision)
-				}
-			})
+			return e.activate(cmd, "PUT", "/v1/policy", b, "installed and activated %s\n", "installed; %s was already active\n")
 		},
 	}
 	cmd.AddCommand(test, check, reload, whatIf, build, install)
 	return cmd
+}
+
+// activate asks the server to activate a policy set and prints the answer,
+// {"policy_revision", "activated"}, with the text for each case.
+func (e *env) activate(cmd *cobra.Command, method, path string, body []byte, activated, already string) error {
+	ctype := ""
+	if body != nil {
+		ctype = "application/gzip"
+	}
+	resp, err := e.client().Do(cmd.Context(), method, path, nil, body, ctype)
+	if err != nil {
+		return withCode(ExitUsage, err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Revision  string `json:"policy_revision"`
+		Activated bool   `json:"activated"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return withCode(ExitUsage, err)
+	}
+	return e.print(out, func(w io.Writer) {
+		if out.Activated {
+			fmt.Fprintf(w, activated, out.Revision)
+		} else {
+			fmt.Fprintf(w, already, out.Revision)
+		}
+	})
 }
