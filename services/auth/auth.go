@@ -154,8 +154,10 @@ func (s *Store) Import(ctx context.Context, secret, role string) (*Token, error)
 	if t, err := s.Check(secret); err == nil {
 		return t, nil
 	}
-	switch _, err := s.kv.Get(ctx, id); {
-	case err == nil, errors.Is(err, jetstream.ErrKeyDeleted):
+	// The key's history, delete and purge markers included: a Get answers
+	// "not found" for a deleted token as for one that never was.
+	switch _, err := s.kv.History(ctx, id); {
+	case err == nil:
 		return nil, ErrRevoked
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return nil, fmt.Errorf("look up token: %w", err)
