@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,10 +113,11 @@ the server keeps its active set. Exit 0: active; 2: refused or no access.`,
 	var fromSeq, toSeq uint64
 	var cascade bool
 	whatIf := &cobra.Command{
-		Use:   "whatif DIR",
+		Use:   "whatif DIR|BUNDLE",
 		Short: "Re-decide the recorded history under the policy set in DIR and report what would change (auditor token)",
 		Long: `Re-decide every recorded decision — appended events and recorded denials
-alike — under the candidate policy set in DIR, each with exactly the subject
+alike — under the candidate policy set in DIR (or the OPA bundle file BUNDLE), each
+with exactly the subject
 state and the notices it was first decided with (the state as of the
 sequence before it), and report what would have been decided differently:
 totals (evaluated, unchanged, allow→deny, deny→allow, reasons changed only),
@@ -132,13 +134,9 @@ gate a policy change on it); 2: error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			fsys, _, err := policyDir(args)
+			candidate, err := loadCandidate(ctx, args[0])
 			if err != nil {
 				return err
-			}
-			candidate, err := policy.Load(ctx, fsys)
-			if err != nil {
-				return withCode(ExitUsage, err)
 			}
 			rng := whatif.Range{FromSeq: fromSeq, ToSeq: toSeq, Type: typ}
 			for _, t := range []struct {
@@ -289,4 +287,30 @@ func (e *env) activate(cmd *cobra.Command, method, path string, body []byte, act
 			fmt.Fprintf(w, already, out.Revision)
 		}
 	})
+}
+
+// loadCandidate loads a candidate set from a policy directory or an OPA
+// bundle file.
+func loadCandidate(ctx context.Context, path string) (*policy.Set, error) {
+	if info, err := os.Stat(path); err == nil && !info.IsDir() {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, withCode(ExitUsage, err)
+		}
+		defer f.Close()
+		s, _, err := policy.LoadBundle(ctx, f, nil)
+		if err != nil {
+			return nil, withCode(ExitUsage, err)
+		}
+		return s, nil
+	}
+	fsys, _, err := policyDir([]string{path})
+	if err != nil {
+		return nil, err
+	}
+	s, err := policy.Load(ctx, fsys)
+	if err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	return s, nil
 }

@@ -64,6 +64,7 @@ func TestWhatIfOverHistory(t *testing.T) {
 			"categories": []string{"identity.account"}, "purpose": "service_provision", "storage_region": "CN", "retention": "P1Y"}), "GUARDIAN_CONSENT_REQUIRED")
 	}
 	size, rev := h.streamLen(), h.app.Engine.Active().Revision()
+	waitFor(t, "the tree to hold every record", func() bool { return uint64(h.app.Ledger.Tree().Size()) == size })
 	treeSize := h.app.Ledger.Tree().Size()
 	root, err := h.app.Ledger.Tree().Root(treeSize)
 	if err != nil {
@@ -119,6 +120,14 @@ func TestWhatIfOverHistory(t *testing.T) {
 	}
 	if rep.ByReason["DESTINATION_NOT_ALLOWED"] != adults {
 		t.Errorf("changes by reason %v", rep.ByReason)
+	}
+	// The candidate as a bundle file decides the same.
+	noDEBundle := filepath.Join(t.TempDir(), "no-de.tar.gz")
+	if code, out, errOut := run(t, nil, "policy", "build", noDE, "--out", noDEBundle, "--revision", "no-de"); code != 0 {
+		t.Fatalf("policy build: %d %s %s", code, out, errOut)
+	}
+	if code, b := whatif(noDEBundle, "--server", h.app.URL); code != 1 || b.AllowToDeny != adults || len(b.Changes) != adults {
+		t.Errorf("whatif of the bundle: exit %d, %d changes", code, len(b.Changes))
 	}
 	// Cascading changes nothing here (a refused transfer changes no state).
 	if code, c := whatif(noDE, "--server", h.app.URL, "--cascade"); code != 1 || c.Mode != "cascade" || c.AllowToDeny != adults || len(c.Changes) != adults {
