@@ -37,7 +37,7 @@ type env struct {
 	index  string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
@@ -60,7 +60,7 @@ func newEnv(t *testing.T) *env {
 	return &env{nc: nc, keys: keystest.Start(t), engine: policy.NewEngine(set), index: t.TempDir()}
 }
 
-func (e *env) open(t *testing.T) *ledger.Ledger {
+func (e *env) open(t testing.TB) *ledger.Ledger {
 	t.Helper()
 	l, err := ledger.Open(context.Background(), ledger.Options{
 		Conn: e.nc, Keys: e.keys.Client(t), Policy: e.engine, Origin: "custos.test/ledger",
@@ -72,7 +72,7 @@ func (e *env) open(t *testing.T) *ledger.Ledger {
 	return l
 }
 
-func ev(t *testing.T, typ, id string, data string) *event.Event {
+func ev(t testing.TB, typ, id string, data string) *event.Event {
 	t.Helper()
 	body := fmt.Sprintf(`{"specversion":"1.0","type":%q,"source":"https://shop.example","id":%q,"time":"2026-11-29T09:00:00Z","subject":"user-1","datacontenttype":"application/json","data":%s}`, typ, id, data)
 	e, err := event.Decode([]byte(body), time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC))
@@ -129,5 +129,27 @@ func TestAppendFollowSign(t *testing.T) {
 	}
 	if again, err := l.Append(ctx, reg); err != nil || !again.Duplicate {
 		t.Fatalf("re-send after reopening: %+v %v", again, err)
+	}
+}
+
+// BenchmarkAppend is the full in-process path of one event: decode is left
+// out, decision, sealing, commit (fsync per message, JetStream's default
+// here) and the follower's fold are in.
+func BenchmarkAppend(b *testing.B) {
+	ctx := context.Background()
+	e := newEnv(b)
+	l := e.open(b)
+	defer l.Close(ctx)
+	events := make([]*event.Event, b.N)
+	for i := range events {
+		events[i] = ev(b, "privacy.subject.registered", fmt.Sprintf("reg-%d", i), `{"residence":"CN","age":30}`)
+		events[i].Subject = fmt.Sprintf("user-%d", i%500)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range events {
+		if _, err := l.Append(ctx, events[i]); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

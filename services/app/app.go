@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"custos.dev/ledger"
+	"custos.dev/ledger/atomicfile"
 	"custos.dev/ledger/keys"
 	"custos.dev/ledger/keys/keyserver"
 	"custos.dev/ledger/policy"
@@ -169,7 +170,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 			return nil, err
 		}
 	}
-	if err := natsd.WriteFileAtomic(filepath.Join(cfg.DataDir, "verifier.key"), []byte(a.Ledger.VerifierKey()+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(cfg.DataDir, "verifier.key"), []byte(a.Ledger.VerifierKey()+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	a.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -313,7 +314,7 @@ func (p policyReloader) InstallBundle(ctx context.Context, b []byte, by string) 
 	if err != nil {
 		return "", false, &server.Error{Code: server.CodeInvalidRequest, Field: "body", Message: err.Error()}
 	}
-	if err := natsd.WriteFileAtomic(a.cfg.PoliciesDir, b, 0o644); err != nil {
+	if err := atomicfile.Write(a.cfg.PoliciesDir, b, 0o644); err != nil {
 		return "", false, fmt.Errorf("%w: keep the bundle: %v", ledger.ErrUnavailable, err)
 	}
 	a.bundleInfo.Store(&info)
@@ -484,7 +485,7 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 		if _, err := a.Tokens.Import(ctx, secret, auth.RoleAdmin); err != nil {
 			return err
 		}
-		if err := natsd.WriteFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
+		if err := atomicfile.Write(path, []byte(secret+"\n"), 0o600); err != nil {
 			return err
 		}
 		a.AdminToken = secret

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"custos.dev/ledger"
+	"custos.dev/ledger/atomicfile"
 	"custos.dev/ledger/checkpoint"
 	"custos.dev/ledger/keys/keyserver"
 	"custos.dev/services/app"
@@ -160,7 +161,7 @@ func startCluster(t *testing.T, tags ...string) *natsCluster {
 	c.custosCreds, c.auditCreds = filepath.Join(dir, "nats-custos.json"), filepath.Join(dir, "nats-auditor.json")
 	for path, cr := range map[string]natsd.Credentials{c.custosCreds: c.custos, c.auditCreds: c.auditor} {
 		b, _ := json.Marshal(cr)
-		if err := natsd.WriteFileAtomic(path, b, 0o600); err != nil {
+		if err := atomicfile.Write(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

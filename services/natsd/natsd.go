@@ -30,6 +30,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"custos.dev/ledger/atomicfile"
 )
 
 // Config of the embedded server.
@@ -324,34 +326,5 @@ func loadOrCreate(path, user string) (Credentials, error) {
 
 func writeCreds(path string, c Credentials) error {
 	b, _ := json.MarshalIndent(c, "", "  ")
-	return WriteFileAtomic(path, append(b, '\n'), 0o600)
-}
-
-// WriteFileAtomic writes data to path through a synced temporary file, so a
-// crash leaves either the old file or the new one.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, append(b, '\n'), 0o600)
 }

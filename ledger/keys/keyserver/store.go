@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"custos.dev/ledger/atomicfile"
 )
 
 // On-disk layout under the state directory (see docs/keys-devserver.md):
@@ -30,7 +32,7 @@ const (
 	stateFile     = "state.enc"
 	keysDir       = "keys"
 	keyFileExt    = ".key"
-	tmpSuffix     = ".tmp"
+	tmpSuffix     = atomicfile.TempSuffix
 
 	masterKeySize = 32
 )
@@ -179,66 +181,11 @@ func removeTemps(dir string) error {
 	return nil
 }
 
-func writeAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+tmpSuffix)
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	// The file being replaced is overwritten once the new one is in place:
-	// a rename only unlinks it, leaving an older key's sealed bytes on disk.
-	// It is held open across the rename so the overwrite reaches its inode.
-	old, oerr := os.OpenFile(path, os.O_WRONLY, 0)
-	if oerr == nil {
-		defer old.Close()
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if err = syncDir(dir); err != nil {
-		return err
-	}
-	if oerr == nil {
-		if info, serr := old.Stat(); serr == nil {
-			if _, err = old.WriteAt(make([]byte, info.Size()), 0); err != nil {
-				return fmt.Errorf("overwrite the replaced %s: %w", filepath.Base(path), err)
-			}
-			return old.Sync()
-		}
-	}
-	return nil
+func writeAtomic(path string, data []byte, perm os.FileMode) error {
+	return atomicfile.Write(path, data, perm, atomicfile.OverwriteReplaced())
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 // mkdirSynced creates dir (and its parents) and syncs the parent so the
 // new entry survives a crash.
