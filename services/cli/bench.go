@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"custos.dev/ledger"
-	"custos.dev/services/bench"
+	"custos.dev/services/internal/bench"
 )
 
 func (e *env) benchCmd() *cobra.Command {
