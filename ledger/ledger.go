@@ -61,6 +61,14 @@ func (e *DeniedError) Error() string {
 	return "denied by policy"
 }
 
+// The defaults of Options, declared once: the command line and the app use
+// them as their own.
+const (
+	DefaultOrigin             = "custos.local/ledger"
+	DefaultCheckpointInterval = time.Second
+	DefaultKeyCacheTTL        = 15 * time.Minute
+)
+
 // Options configure Open.
 type Options struct {
 	Conn   *nats.Conn
@@ -143,13 +151,13 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 		o.Logger = slog.Default()
 	}
 	if o.Origin == "" {
-		o.Origin = "custos.local/ledger"
+		o.Origin = DefaultOrigin
 	}
 	if o.CheckpointInterval == 0 {
-		o.CheckpointInterval = time.Second
+		o.CheckpointInterval = DefaultCheckpointInterval
 	}
 	if o.KeyCacheTTL == 0 {
-		o.KeyCacheTTL = 15 * time.Minute
+		o.KeyCacheTTL = DefaultKeyCacheTTL
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)

@@ -98,24 +98,34 @@ type App struct {
 	VaultURL   string
 }
 
+// The app's own defaults, declared once (the ledger's and the server's are
+// theirs: ledger.Default*, server.DefaultRatePerToken).
+const (
+	DefaultDataDir           = "./custos-data"
+	DefaultListen            = "127.0.0.1:8080"
+	DefaultNATSListen        = "127.0.0.1:4222"
+	DefaultRetentionInterval = time.Minute
+	DefaultPolicyPoll        = time.Second
+)
+
 func (c *Config) defaults() {
 	if c.DataDir == "" {
-		c.DataDir = "./custos-data"
+		c.DataDir = DefaultDataDir
 	}
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8080"
+		c.Listen = DefaultListen
 	}
 	if c.NATSListen == "" {
-		c.NATSListen = "127.0.0.1:4222"
+		c.NATSListen = DefaultNATSListen
 	}
 	if c.CheckpointInterval == 0 {
-		c.CheckpointInterval = time.Second
+		c.CheckpointInterval = ledger.DefaultCheckpointInterval
 	}
 	if c.RetentionInterval == 0 {
-		c.RetentionInterval = time.Minute
+		c.RetentionInterval = DefaultRetentionInterval
 	}
 	if c.PolicyPoll == 0 {
-		c.PolicyPoll = time.Second
+		c.PolicyPoll = DefaultPolicyPoll
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now

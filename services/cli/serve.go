@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"custos.dev/ledger/policy"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -10,7 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"custos.dev/ledger"
+	"custos.dev/ledger/policy"
 	"custos.dev/services/app"
+	"custos.dev/services/server"
 )
 
 func (e *env) serveCmd() *cobra.Command {
@@ -63,26 +65,27 @@ read-only NATS credentials for auditors to DATA/nats-auditor.json.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data", "./custos-data", "data directory")
-	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "HTTP API address")
+	f.StringVar(&cfg.DataDir, "data", app.DefaultDataDir, "data directory")
+	f.StringVar(&cfg.Listen, "listen", app.DefaultListen, "HTTP API address")
 	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS URL (default: embedded server)")
 	f.StringVar(&cfg.NATSCreds, "nats-creds", "", "JSON file {\"user\",\"password\"} for --nats-url")
-	f.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS listen address")
+	f.StringVar(&cfg.NATSListen, "nats-listen", app.DefaultNATSListen, "embedded NATS listen address")
 	f.BoolVar(&cfg.NoSync, "no-sync", false, "DANGEROUS: do not fsync every message (acknowledged events can be lost on power failure)")
 	f.StringVar(&cfg.PoliciesDir, "policies", "", "policy directory, watched and hot-reloaded, or an OPA bundle file (reloaded with custos policy reload) (default: the built-in set)")
 	f.StringVar(&cfg.PolicyVerificationKey, "policy-verification-key", "", "PEM public key: --policies must be an OPA bundle signed with it")
 	f.StringVar(&cfg.PolicyKeyID, "policy-key-id", app.DefaultPolicyKeyID, "the key id the policy bundle is signed under")
 	f.StringVar(&cfg.PolicyBundleURL, "policy-bundle-url", "", "poll this bundle server URL for the policy bundle (ETag, as OPA's bundle service), instead of --policies")
+	f.DurationVar(&cfg.PolicyPoll, "policy-poll", app.DefaultPolicyPoll, "how often the policy directory, or the bundle server, is checked for a new set")
 	f.DurationVar(&cfg.PolicyDeadline, "policy-deadline", policy.DefaultDeadline, "how long one policy evaluation may take; a slower one is a POLICY_ERROR deny")
 	f.BoolVar(&cfg.AllowUntestedPolicy, "allow-untested-policy", false, "accept a policy set that has no Rego tests (refused by default)")
 	f.StringVar(&cfg.VaultAddr, "vault-addr", "", "Vault address (default $VAULT_ADDR; none: embedded dev key server)")
-	f.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", time.Second, "how often a grown tree is signed")
-	f.DurationVar(&cfg.RetentionInterval, "retention-check-interval", time.Minute, "how often retention periods are checked")
-	f.DurationVar(&cfg.KeyCacheTTL, "key-cache-ttl", 15*time.Minute, "how long subject keys are used without Vault (bounds appends during a Vault outage)")
+	f.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", ledger.DefaultCheckpointInterval, "how often a grown tree is signed")
+	f.DurationVar(&cfg.RetentionInterval, "retention-check-interval", app.DefaultRetentionInterval, "how often retention periods are checked")
+	f.DurationVar(&cfg.KeyCacheTTL, "key-cache-ttl", ledger.DefaultKeyCacheTTL, "how long subject keys are used without Vault (bounds appends during a Vault outage)")
 	f.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas (3 on a cluster)")
 	f.StringVar(&placement, "placement-tags", "", "comma-separated server tags the ledger streams must be placed on, e.g. region:cn")
-	f.StringVar(&cfg.Origin, "origin", "custos.local/ledger", "checkpoint origin (the log's name in its signed notes)")
-	f.Float64Var(&cfg.RatePerToken, "rate-limit", 500, "requests per second per token")
+	f.StringVar(&cfg.Origin, "origin", ledger.DefaultOrigin, "checkpoint origin (the log's name in its signed notes)")
+	f.Float64Var(&cfg.RatePerToken, "rate-limit", server.DefaultRatePerToken, "requests per second per token")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd

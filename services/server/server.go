@@ -49,6 +49,10 @@ type PolicyReloader interface {
 	InstallBundle(ctx context.Context, bundle []byte, by string) (revision string, activated bool, err error)
 }
 
+// DefaultRatePerToken is the sustained requests per second a token may make
+// when none is configured; bursts of twice that pass.
+const DefaultRatePerToken = 500
+
 // Check is one readiness check's result.
 type Check struct {
 	OK     bool   `json:"ok"`
@@ -81,7 +85,7 @@ func New(cfg Config) *Server {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.RatePerToken == 0 {
-		cfg.RatePerToken, cfg.Burst = 500, 1000
+		cfg.RatePerToken, cfg.Burst = DefaultRatePerToken, 2*DefaultRatePerToken
 	}
 	s := &Server{cfg: cfg, l: cfg.Ledger, tokens: cfg.Tokens, log: cfg.Logger, limiters: map[string]*rate.Limiter{}}
 	s.metrics = &metrics{
