@@ -109,6 +109,11 @@ func TestAppendFollowSign(t *testing.T) {
 	if s := l.View().Subject(p); s == nil || s.LastSeq != 2 || s.Denials != 1 || !s.Registered {
 		t.Fatalf("state %+v", s)
 	}
+	// The receipt comes once the record is committed and in the subject's
+	// state; the tree grows when the follower reads it back.
+	if err := l.WaitApplied(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
 	if err := l.SignNow(ctx); err != nil {
 		t.Fatal(err)
 	}
