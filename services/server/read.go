@@ -424,6 +424,14 @@ func (s *Server) handleTransfers(w http.ResponseWriter, r *http.Request) error {
 	if dest != "" && !event.ValidRegion(dest) {
 		return &Error{Code: CodeInvalidRequest, Field: "destination", Message: "must be an ISO 3166-1 alpha-2 region"}
 	}
+	// The register is filled by the follower: wait until it has read every
+	// record committed so far, so that an attempt just answered (here or
+	// by another process) is in it.
+	if info, err := s.l.Stream().Info(r.Context()); err != nil {
+		return fmt.Errorf("%w: %v", ledger.ErrUnavailable, err)
+	} else if err := s.l.WaitApplied(r.Context(), info.State.LastSeq); err != nil {
+		return err
+	}
 	entries, err := s.l.View().Register(func(e *state.RegisterEntry) bool {
 		return (from.IsZero() || !e.Time.Before(from)) && (to.IsZero() || e.Time.Before(to)) && (dest == "" || e.To == dest)
 	})
