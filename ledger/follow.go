@@ -52,17 +52,19 @@ func (l *Ledger) follow(ctx context.Context) {
 			l.fail(fmt.Errorf("%w: expected sequence %d, stream delivered %d", ErrIntegrity, want, seq))
 			return
 		}
-		if err := checkPlacement(seq, msg.Subject(), msg.Headers().Get(jetstream.MsgIDHeader), msg.Data()); err != nil {
+		// Nothing enters the tree that is not a record stored where its
+		// body puts it.
+		r, err := record.Unmarshal(msg.Data())
+		if err != nil {
+			l.fail(fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, seq, err))
+			return
+		}
+		if err := checkPlaced(seq, msg.Subject(), msg.Headers().Get(jetstream.MsgIDHeader), placement{Type: r.Type, Subject: r.Subject, Source: r.Source, ID: r.ID}); err != nil {
 			l.fail(err)
 			return
 		}
 		if _, err := l.tree.Append(msg.Data()); err != nil {
 			l.fail(fmt.Errorf("%w: tree: %v", ErrIntegrity, err))
-			return
-		}
-		r, err := record.Unmarshal(msg.Data())
-		if err != nil {
-			l.fail(fmt.Errorf("%w: sequence %d: %v", ErrIntegrity, seq, err))
 			return
 		}
 		// The body, which the tree covers, says whose record this is.

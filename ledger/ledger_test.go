@@ -10,12 +10,12 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"custos.dev/ledger"
 	"custos.dev/ledger/event"
 	"custos.dev/ledger/keys/keystest"
+	"custos.dev/ledger/natstest"
 	"custos.dev/ledger/policy"
 	"custos.dev/ledger/verify"
 )
@@ -39,20 +39,7 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t)
 	set, err := policy.Load(context.Background(), fstest.MapFS{"decision.rego": {Data: []byte(rules)}})
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,12 @@ func checkPlacement(seq uint64, natsSubject, msgID string, body []byte) error {
 	if err := json.Unmarshal(body, &p); err != nil {
 		return &MisplacedError{Seq: seq, Problem: fmt.Sprintf("sequence %d is not a valid record: %v", seq, err)}
 	}
+	return checkPlaced(seq, natsSubject, msgID, p)
+}
+
+// checkPlaced is checkPlacement for a body already parsed (the follower
+// parses every record anyway).
+func checkPlaced(seq uint64, natsSubject, msgID string, p placement) error {
 	if want := SubjectFor(p.Subject, p.Type); natsSubject != want {
 		return &MisplacedError{Seq: seq, Problem: fmt.Sprintf("sequence %d is stored under NATS subject %s but its body belongs under %s", seq, natsSubject, want)}
 	}

@@ -166,6 +166,38 @@ func StoredPolicyData(typ string, stored map[string]any) map[string]any {
 	return out
 }
 
+// DataFromPolicyData turns what a policy saw of an event (PolicyData) back
+// into the shape of its stored data, for a state to fold (personal values
+// are unknown and not needed): an object of personal values listed by name
+// gets its names back (values unknown), an object reduced to true an empty
+// one.
+func DataFromPolicyData(typ string, seen map[string]any) map[string]any {
+	out := make(map[string]any, len(seen))
+	for k, v := range seen {
+		out[k] = v
+	}
+	for _, path := range event.PersonalMembers(typ) {
+		obj, _, nested := strings.Cut(path, ".")
+		switch {
+		case strings.HasSuffix(path, ".*"):
+			if names, ok := out[obj].([]any); ok {
+				m := map[string]any{}
+				for _, n := range names {
+					if s, ok := n.(string); ok {
+						m[s] = nil
+					}
+				}
+				out[obj] = m
+			}
+		case nested:
+			if out[obj] == true {
+				out[obj] = map[string]any{}
+			}
+		}
+	}
+	return out
+}
+
 // Committed returns the record data: Data with a commitment in place of
 // every personal value.
 func (p *Parts) Committed(k *SubjectKey) map[string]any {

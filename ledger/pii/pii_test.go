@@ -376,3 +376,28 @@ func TestStoredPolicyDataIsPolicyData(t *testing.T) {
 		}
 	}
 }
+
+// DataFromPolicyData gives back the members of the stored data, but for the
+// personal values themselves.
+func TestDataFromPolicyData(t *testing.T) {
+	k := testKey(t, 4)
+	for _, tc := range splitCases() {
+		p, err := Split(tc.event)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]any{}
+		_ = json.Unmarshal([]byte(jsonOf(t, p.PolicyData())), &seen)
+		back := DataFromPolicyData(tc.event.Type, seen)
+		for key := range p.Committed(k) {
+			if _, ok := back[key]; !ok && !slices.Contains(event.PersonalMembers(tc.event.Type), key) {
+				t.Errorf("%s: %s is lost", tc.name, key)
+			}
+		}
+		if f, ok := back["fields"]; ok {
+			if _, isObject := f.(map[string]any); !isObject {
+				t.Errorf("%s: fields is %T, want an object", tc.name, f)
+			}
+		}
+	}
+}

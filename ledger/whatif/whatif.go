@@ -263,43 +263,12 @@ func cascaded(r *record.Record, in *policy.Input, wasAllowed, allows bool) *reco
 	case wasAllowed:
 		return nil
 	}
-	data, err := json.Marshal(eventData(in.Event.Type, in.Event.Data))
+	data, err := json.Marshal(pii.DataFromPolicyData(in.Event.Type, in.Event.Data))
 	if err != nil {
 		return nil
 	}
 	return &record.Record{V: r.V, Type: in.Event.Type, ID: in.Event.ID, Source: in.Event.Source,
 		Time: record.FormatTime(in.Event.Time), Subject: r.Subject, RecordedAt: r.RecordedAt, Data: data}
-}
-
-// eventData turns what a policy saw of an event back into the shape of its
-// data, for the state to fold: an object of personal values listed by name
-// gets its names back (values unknown), an object reduced to true an empty
-// one.
-func eventData(typ string, seen map[string]any) map[string]any {
-	out := make(map[string]any, len(seen))
-	for k, v := range seen {
-		out[k] = v
-	}
-	for _, path := range event.PersonalMembers(typ) {
-		obj, _, nested := strings.Cut(path, ".")
-		switch {
-		case strings.HasSuffix(path, ".*"):
-			if names, ok := out[obj].([]any); ok {
-				m := map[string]any{}
-				for _, n := range names {
-					if s, ok := n.(string); ok {
-						m[s] = nil
-					}
-				}
-				out[obj] = m
-			}
-		case nested:
-			if out[obj] == true {
-				out[obj] = map[string]any{}
-			}
-		}
-	}
-	return out
 }
 
 func noticeOf(r *record.Record) (policy.NoticeVersion, bool) {
